@@ -1,0 +1,62 @@
+"""Write files and directories so that an interruption never leaves a half-written result."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import ConverterError
+
+
+@contextlib.contextmanager
+def staged_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden sibling directory; on success it is renamed to `target`, on failure removed.
+
+    A killed process leaves only a `.NAME.partial-*` directory, never something at `target`.
+    """
+    target = Path(target).absolute()
+    if target.exists() and not overwrite:
+        raise ConverterError(f"{target} already exists; pass --overwrite to replace it or choose another path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield stage
+        _make_readable(stage)
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, retired / target.name)
+            os.replace(stage, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _make_readable(root: Path) -> None:
+    """mkdtemp makes 0700 and some writers (onnx external data, safetensors) make 0600 files."""
+    os.chmod(root, 0o755)
+    for path in root.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same directory, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,124 @@
+"""Jina XLM-RoBERTa text tower of jina-clip-v2 in plain PyTorch (spec section 4).
+
+Module names mirror the checkpoint keys under ``text_model.transformer.roberta.`` with the LoRA
+parametrization folded away (``X.parametrizations.weight.original`` -> ``X.weight``), so a merged
+state dict loads with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..config import TextTowerConfig
+
+# The official code adds -10000 (not -inf) to padded keys; with at least one real key per row the
+# softmax is identical, and a finite value keeps exported graphs free of inf arithmetic.
+PADDED_KEY_BIAS = -10000.0
+
+
+class TextEmbeddings(nn.Module):
+    def __init__(self, cfg: TextTowerConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        # Token type 0 everywhere; there are no absolute position embeddings (rotary only).
+        return self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+
+
+def rotary_cos_sin(seq_len: int | Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [seq_len, head_dim] for non-interleaved ("rotate-half") RoPE, computed in fp32."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    positions = torch.arange(seq_len, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq)  # [L, head_dim/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [c0..c_{d/2-1}, c0..c_{d/2-1}]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x: [B, H, L, D]; rotate_half(x) = concat(-x[D/2:], x[:D/2])."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class TextSelfAttention(nn.Module):
+    def __init__(self, cfg: TextTowerConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+        self.rotary_base = cfg.rotary_base
+        self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, hidden: Tensor, key_bias: Tensor) -> Tensor:
+        batch, seq_len, width = hidden.shape
+        # Output rows are laid out (three, heads, head_dim): q rows first, then k, then v.
+        qkv = self.Wqkv(hidden).view(batch, seq_len, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, D]
+        cos, sin = rotary_cos_sin(seq_len, self.head_dim, self.rotary_base)
+        q = apply_rotary_half(q, cos, sin)
+        k = apply_rotary_half(k, cos, sin)
+        scores = torch.matmul(q, (k * self.head_dim**-0.5).transpose(-1, -2)) + key_bias
+        context = torch.matmul(scores.softmax(dim=-1), v)  # [B, H, L, D]
+        return self.out_proj(context.transpose(1, 2).reshape(batch, seq_len, width))
+
+
+class TextMLP(nn.Module):
+    def __init__(self, cfg: TextTowerConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(nn.functional.gelu(self.fc1(x)))  # exact (erf) GELU
+
+
+class TextBlock(nn.Module):
+    """Post-LN block: h = norm1(h + attn(h)); h = norm2(h + mlp(h))."""
+
+    def __init__(self, cfg: TextTowerConfig) -> None:
+        super().__init__()
+        self.mixer = TextSelfAttention(cfg)
+        self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = TextMLP(cfg)
+        self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, hidden: Tensor, key_bias: Tensor) -> Tensor:
+        hidden = self.norm1(hidden + self.mixer(hidden, key_bias))
+        return self.norm2(hidden + self.mlp(hidden))
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, cfg: TextTowerConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(TextBlock(cfg) for _ in range(cfg.num_layers))
+
+
+class TextTower(nn.Module):
+    """input_ids [B, L] int64 (+ attention_mask [B, L], 1 = real token) -> mean-pooled [B, hidden] fp32.
+
+    The official model derives the mask as ``input_ids != pad_token_id``; that is the default here.
+    The exported graph takes the mask explicitly so callers control padding.
+    """
+
+    def __init__(self, cfg: TextTowerConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embeddings = TextEmbeddings(cfg)
+        self.emb_ln = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.encoder = TextEncoder(cfg)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).to(torch.int64)
+        mask = attention_mask.to(torch.float32)  # [B, L]
+        key_bias = ((1.0 - mask) * PADDED_KEY_BIAS)[:, None, None, :]  # [B, 1, 1, L]
+        hidden = self.emb_ln(self.embeddings(input_ids))
+        for layer in self.encoder.layers:
+            hidden = layer(hidden, key_bias)
+        # Masked mean over real tokens; no clamp, as upstream (every row has at least <s>).
+        summed = (hidden * mask[:, :, None]).sum(dim=1)
+        return summed / mask.sum(dim=1, keepdim=True)
