@@ -6,7 +6,6 @@ inventory implied by config.json exactly: nothing missing, nothing unexpected.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -210,11 +209,3 @@ def load_reference(source: CheckpointSource, tower: Tower, cfg: ClipConfig | Non
 
         model.rope_cos, model.rope_sin = rope_2d_tables(cfg.vision)
     return model.eval()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

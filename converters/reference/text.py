@@ -49,16 +49,14 @@ class TextSelfAttention(nn.Module):
         super().__init__()
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.head_dim
-        self.rotary_base = cfg.rotary_base
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, hidden: Tensor, key_bias: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, key_bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         batch, seq_len, width = hidden.shape
         # Output rows are laid out (three, heads, head_dim): q rows first, then k, then v.
         qkv = self.Wqkv(hidden).view(batch, seq_len, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, D]
-        cos, sin = rotary_cos_sin(seq_len, self.head_dim, self.rotary_base)
         q = apply_rotary_half(q, cos, sin)
         k = apply_rotary_half(k, cos, sin)
         scores = torch.matmul(q, (k * self.head_dim**-0.5).transpose(-1, -2)) + key_bias
@@ -86,8 +84,8 @@ class TextBlock(nn.Module):
         self.mlp = TextMLP(cfg)
         self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, hidden: Tensor, key_bias: Tensor) -> Tensor:
-        hidden = self.norm1(hidden + self.mixer(hidden, key_bias))
+    def forward(self, hidden: Tensor, key_bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        hidden = self.norm1(hidden + self.mixer(hidden, key_bias, cos, sin))
         return self.norm2(hidden + self.mlp(hidden))
 
 
@@ -116,9 +114,10 @@ class TextTower(nn.Module):
             attention_mask = (input_ids != self.config.pad_token_id).to(torch.int64)
         mask = attention_mask.to(torch.float32)  # [B, L]
         key_bias = ((1.0 - mask) * PADDED_KEY_BIAS)[:, None, None, :]  # [B, 1, 1, L]
+        cos, sin = rotary_cos_sin(input_ids.shape[1], self.config.head_dim, self.config.rotary_base)
         hidden = self.emb_ln(self.embeddings(input_ids))
         for layer in self.encoder.layers:
-            hidden = layer(hidden, key_bias)
+            hidden = layer(hidden, key_bias, cos, sin)
         # Masked mean over real tokens; no clamp, as upstream (every row has at least <s>).
         summed = (hidden * mask[:, :, None]).sum(dim=1)
         return summed / mask.sum(dim=1, keepdim=True)

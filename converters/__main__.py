@@ -1,0 +1,96 @@
+"""python -m converters make-checkpoint | build | parity  (thin layer over the library functions)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import require_convert_deps
+from .errors import ConverterError
+
+
+def _make_checkpoint(args: argparse.Namespace) -> int:
+    from .make_checkpoint import make_checkpoint
+
+    out = make_checkpoint(args.out, size=args.size, seed=args.seed, dtype=args.dtype, overwrite=args.overwrite)
+    print(f"wrote {args.size} random checkpoint to {out}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .build import BuildOptions, build_bundle
+    from .checkpoint import TOWERS
+
+    towers = tuple(t.strip() for t in args.towers.split(",") if t.strip())
+    unknown = [t for t in towers if t not in TOWERS]
+    if unknown or not towers:
+        raise ConverterError(f"--towers {args.towers!r}: choose from {', '.join(TOWERS)} (comma-separated)")
+    options = BuildOptions(towers=towers, revision=args.revision, overwrite=args.overwrite, threads=args.threads)  # type: ignore[arg-type]
+    bundle = build_bundle(args.source, args.out, options)
+    for tower in towers:
+        variant = bundle.variant(tower, "fp32")  # type: ignore[arg-type]
+        worst = min(case["min_cosine"] for case in variant.validation["reference"].values())
+        size = sum(f.size for f in variant.files)
+        print(f"{tower}: {', '.join(f.path for f in variant.files)} ({size / 1e6:.1f} MB), worst cosine to reference {worst:.7f}")
+    print(f"bundle written to {bundle.directory}")
+    return 0
+
+
+def _parity(args: argparse.Namespace) -> int:
+    from .checkpoint import resolve_source
+    from .parity import upstream_parity
+
+    rows = upstream_parity(resolve_source(args.source, args.revision), [Path(p) for p in args.images] or None)
+    print(f"{'tower':7} {'cosine':>10} {'max|diff|':>10}  item")
+    for row in rows:
+        print(f"{row.tower:7} {row.cosine:10.7f} {row.max_abs_diff:10.2e}  {row.item[:60]}")
+    worst = min(row.cosine for row in rows)
+    print(f"worst cosine {worst:.7f} ({'ok' if worst >= args.min_cosine else 'FAILED'}: threshold {args.min_cosine})")
+    return 0 if worst >= args.min_cosine else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m converters", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    make = sub.add_parser("make-checkpoint", help="write a random checkpoint in the official jina-clip-v2 layout")
+    make.add_argument("out", type=Path, help="directory to create")
+    make.add_argument("--size", choices=("tiny", "full"), default="tiny", help="tiny: unit tests; full: real config")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--dtype", choices=("f16", "bf16", "f32"), default="f16", help="storage dtype (official: f16)")
+    make.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    make.set_defaults(run=_make_checkpoint)
+
+    build = sub.add_parser("build", help="export, validate and package a bundle")
+    build.add_argument("source", help="checkpoint directory, or a hub id such as jinaai/jina-clip-v2")
+    build.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    build.add_argument("--towers", default="text,vision", help="comma-separated: text, vision")
+    build.add_argument("--revision", help="hub revision (branch, tag or commit) when SOURCE is a hub id")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    build.add_argument("--threads", type=int, help="onnxruntime threads for validation")
+    build.set_defaults(run=_build)
+
+    parity = sub.add_parser("parity", help="compare our reference with the official remote-code model (online)")
+    parity.add_argument("source", nargs="?", default="jinaai/jina-clip-v2", help="checkpoint directory or hub id")
+    parity.add_argument("--revision", help="hub revision")
+    parity.add_argument("--images", nargs="*", default=[], help="image files to compare (default: synthetic images)")
+    parity.add_argument("--min-cosine", type=float, default=0.9999, help="exit 1 below this cosine")
+    parity.set_defaults(run=_parity)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    try:
+        require_convert_deps()
+        return int(args.run(args))
+    except ConverterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Export one reference tower to its own ONNX graph (fp32), following its ExportSpec."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from .config import ClipConfig
+from .specs import ExportSpec
+
+# Protobuf cannot hold more than 2 GiB; stay clear of it and move weights to one side file.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def sample_inputs(cfg: ClipConfig, spec: ExportSpec) -> tuple[torch.Tensor, ...]:
+    """Inputs to trace with: batch 2 and a padded row, so no size is mistaken for a constant."""
+    if spec.tower == "text":
+        input_ids = torch.tensor([[0, 5, 6, 7, 8, 9, 2], [0, 10, 11, 2, 1, 1, 1]], dtype=torch.int64)
+        input_ids = input_ids.clamp(max=cfg.text.vocab_size - 1)
+        return input_ids, (input_ids != cfg.text.pad_token_id).to(torch.int64)
+    size = cfg.vision.image_size
+    return (torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)),)
+
+
+def export_tower(model: nn.Module, cfg: ClipConfig, spec: ExportSpec, out_path: Path) -> list[Path]:
+    """Write `out_path` (plus `<name>.data` when the weights exceed ~2 GB). Returns the files written."""
+    out_path = Path(out_path)
+    data_name = out_path.name + ".data"
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".export-") as scratch:
+        raw = Path(scratch) / "raw.onnx"
+        # The TorchScript exporter (deprecated, still supported): seconds for the full model where
+        # the dynamo exporter takes seconds per layer, and it keeps our op structure as written.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                sample_inputs(cfg, spec),
+                str(raw),
+                input_names=spec.input_names,
+                output_names=spec.output_names,
+                dynamic_axes=spec.dynamic_axes(),
+                opset_version=spec.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        proto = onnx.load(str(raw))  # also reads any per-tensor files torch wrote for big models
+    proto.producer_name = "edgeclip.converters"
+    weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
+    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(
+            proto, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
+            location=data_name, size_threshold=1024,
+        )
+        return [out_path, out_path.with_name(data_name)]
+    onnx.save_model(proto, str(out_path))
+    return [out_path]

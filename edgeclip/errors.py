@@ -1,0 +1,15 @@
+"""Typed errors of the runtime; every message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class EdgeClipError(Exception):
+    """Base class for every error edgeclip raises on purpose."""
+
+
+class BundleError(EdgeClipError):
+    """The bundle is missing, incomplete, tampered with, or of an unknown schema."""
+
+
+class InputError(EdgeClipError, ValueError):
+    """A text or image given to the model cannot be used as it is."""

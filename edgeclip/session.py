@@ -1,0 +1,98 @@
+"""ONNX Runtime sessions for one tower variant, with the manifest's I/O contract checked at load."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .bundle import Bundle, TensorSpec, Tower, Variant
+from .errors import BundleError
+
+# ORT reports element types as "tensor(float)" etc.; the manifest uses numpy names.
+_ORT_TO_NUMPY = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(bool)": "bool",
+}
+
+
+def check_providers(requested: Sequence[str] | None) -> list[str]:
+    """The providers to use, CPU by default; unknown or unavailable ones raise with the available list."""
+    available = ort.get_available_providers()
+    if not requested:
+        return ["CPUExecutionProvider"]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        raise BundleError(
+            f"execution provider(s) {', '.join(missing)} not available in this onnxruntime; "
+            f"available: {', '.join(available)} (GPU providers need the onnxruntime-gpu package)"
+        )
+    return list(requested)
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+class TowerSession:
+    """One tower variant's ORT session. `run` takes and returns arrays keyed by manifest names."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        tower: Tower,
+        variant_name: str,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        self.tower = tower
+        self.variant: Variant = bundle.variant(tower, variant_name)
+        bundle.check_files(self.variant.files)
+        graph_path = bundle.path(self.variant.graph)
+        try:
+            self.session = ort.InferenceSession(
+                str(graph_path), sess_options=session_options(threads), providers=check_providers(providers)
+            )
+        except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
+            raise BundleError(f"onnxruntime cannot load {graph_path}: {exc}; rebuild the bundle") from exc
+        self._check_contract()
+
+    def _check_contract(self) -> None:
+        def describe(specs: Sequence[TensorSpec]) -> list[tuple[str, str]]:
+            return [(s.name, s.dtype) for s in specs]
+
+        def from_graph(nodes: Sequence[ort.NodeArg]) -> list[tuple[str, str]]:
+            return [(n.name, _ORT_TO_NUMPY.get(n.type, n.type)) for n in nodes]
+
+        for kind, manifest_side, graph_side in (
+            ("inputs", describe(self.variant.inputs), from_graph(self.session.get_inputs())),
+            ("outputs", describe(self.variant.outputs), from_graph(self.session.get_outputs())),
+        ):
+            if manifest_side != graph_side:
+                raise BundleError(
+                    f"{self.tower} graph {self.variant.graph}: {kind} are {graph_side}, "
+                    f"the manifest says {manifest_side}; the bundle is inconsistent, rebuild it"
+                )
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Feeds are cast to the dtypes the graph declares; outputs are returned by name."""
+        expected = {spec.name: spec.dtype for spec in self.variant.inputs}
+        if set(feeds) != set(expected):
+            raise ValueError(f"{self.tower} graph takes inputs {sorted(expected)}, got {sorted(feeds)}")
+        cast = {name: np.ascontiguousarray(array, dtype=expected[name]) for name, array in feeds.items()}
+        names = [spec.name for spec in self.variant.outputs]
+        return dict(zip(names, self.session.run(names, cast)))
