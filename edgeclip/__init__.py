@@ -1,10 +1,19 @@
-"""edgeclip: jina-clip-v2 text and image embeddings on CPUs with ONNX Runtime (no torch)."""
+"""edgeclip: jina-clip-v2 text and image embeddings on CPUs with ONNX Runtime (no torch).
+
+    import edgeclip
+    model = edgeclip.load("bundles/jina-clip-v2")
+    texts = model.encode_text(["a seal on a rock"], task="retrieval.query")   # (1, 1024) float32
+    images = model.encode_image(["seal.jpg"], truncate_dim=256)               # (1, 256)
+    scores = edgeclip.similarity(texts[:, :256], images)
+"""
 
 from __future__ import annotations
 
 from .bundle import Bundle, Manifest
 from .errors import BundleError, EdgeClipError, InputError
+from .model import EdgeClip, load
+from .postprocess import similarity
 
 __version__ = "0.1.0"
 
-__all__ = ["Bundle", "BundleError", "EdgeClipError", "InputError", "Manifest", "__version__"]
+__all__ = ["Bundle", "BundleError", "EdgeClip", "EdgeClipError", "InputError", "Manifest", "load", "similarity", "__version__"]

@@ -1,0 +1,225 @@
+"""EdgeClip: one object, two towers. Wires tokenizer/preprocess -> session -> postprocess."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._types import FloatArray, ImageInput, OutputPrecision
+from .bundle import Bundle, Tower, Variant
+from .errors import BundleError, InputError
+from .postprocess import check_precision, check_truncate_dim, to_precision, truncate_and_normalize
+from .preprocess import preprocess_images
+from .session import TowerSession, check_providers
+from .tokenizer import TextTokenizer
+
+# What the runtime feeds each tower; the manifest must name the graph inputs this way.
+TOWER_INPUTS: dict[Tower, tuple[str, ...]] = {"text": ("input_ids", "attention_mask"), "vision": ("pixel_values",)}
+# Variant picked when the caller names none: the first one the bundle has.
+DEFAULT_VARIANT_ORDER: tuple[str, ...] = ("fp32",)
+
+
+class EdgeClip:
+    """jina-clip-v2 from a bundle. Sessions open lazily per tower: a text-only app never maps the image weights."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        variant: str | None = None,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.providers = check_providers(providers)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        self.threads = threads
+        self._variant = variant
+        self._sessions: dict[Tower, TowerSession] = {}
+        self._tokenizer: TextTokenizer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def matryoshka_dims(self) -> tuple[int, ...]:
+        return self.manifest.matryoshka_dims
+
+    def variant_name(self, tower: Tower) -> str:
+        variants = self.bundle.tower(tower).variants
+        if self._variant is not None:
+            return self._variant  # Bundle.variant raises, listing the available ones, if it is absent
+        for name in DEFAULT_VARIANT_ORDER:
+            if name in variants:
+                return name
+        return sorted(variants)[0]
+
+    def _session(self, tower: Tower) -> TowerSession:
+        with self._lock:
+            if tower not in self._sessions:
+                session = TowerSession(self.bundle, tower, self.variant_name(tower), self.threads, self.providers)
+                names = tuple(spec.name for spec in session.variant.inputs)
+                if names != TOWER_INPUTS[tower]:
+                    raise BundleError(f"{tower} graph inputs are {names}; this edgeclip feeds {TOWER_INPUTS[tower]}")
+                self._sessions[tower] = session
+            return self._sessions[tower]
+
+    def _text_tokenizer(self) -> TextTokenizer:
+        spec = self.manifest.text
+        if spec is None:
+            raise BundleError("this bundle has no text tower; rebuild it with --towers text,vision")
+        with self._lock:
+            if self._tokenizer is None:
+                self.bundle.check_files((spec.tokenizer,))
+                self._tokenizer = TextTokenizer(self.bundle.path(spec.tokenizer.path), spec)
+            return self._tokenizer
+
+    def encode_text(
+        self,
+        texts: str | Sequence[str],
+        *,
+        task: str | None = None,
+        truncate_dim: int | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        precision: OutputPrecision = "float32",
+    ) -> np.ndarray:
+        """Embed texts.
+
+        Args:
+            texts: one string or a sequence of strings.
+            task: None, or "retrieval.query" to prepend the model's query instruction.
+            truncate_dim: one of `matryoshka_dims`; None keeps the full width.
+            max_length: tokens per text including <s> and </s> (default 512, at most 8192);
+                longer texts are truncated, keeping </s>.
+            batch_size: texts per session call; batches are formed from length-sorted texts.
+            precision: "float32", "float16", or packed sign bits "binary"/"ubinary".
+
+        Returns:
+            (N, D) array in input order: unit-norm float rows, or (N, D/8) packed bytes.
+        """
+        items = _as_texts(texts)
+        tokenizer = self._text_tokenizer()
+        prefix = tokenizer.prefix(task)
+        limit = tokenizer.check_max_length(max_length)
+        check_precision(precision)
+        _check_batch_size(batch_size)
+        session = self._session("text")
+        dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
+        ids = tokenizer.encode([prefix + text for text in items], limit)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
+        embeddings = np.empty((len(ids), session.variant.output_dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = tokenizer.pad([ids[i] for i in chunk])
+            outputs = session.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+            embeddings[chunk] = outputs[session.variant.outputs[0].name]
+        return to_precision(_finish(embeddings, dim, session.variant), precision)
+
+    def encode_image(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        truncate_dim: int | None = None,
+        batch_size: int = 4,
+        precision: OutputPrecision = "float32",
+        exif_transpose: bool = True,
+    ) -> np.ndarray:
+        """Embed images.
+
+        Args:
+            images: one image or a sequence: paths (str/Path), encoded bytes, binary file objects,
+                PIL images, or HxWx3 uint8 RGB arrays.
+            truncate_dim: one of `matryoshka_dims`; None keeps the full width.
+            batch_size: images per session call.
+            precision: "float32", "float16", or packed sign bits "binary"/"ubinary".
+            exif_transpose: apply the EXIF orientation tag (True, what a person sees); False
+                reproduces the upstream reference exactly, which ignores it.
+
+        Returns:
+            (N, D) array in input order: unit-norm float rows, or (N, D/8) packed bytes.
+        """
+        items = _as_list(images, "image", _is_single_image)
+        spec = self.manifest.vision
+        if spec is None:
+            raise BundleError("this bundle has no vision tower; rebuild it with --towers text,vision")
+        check_precision(precision)
+        _check_batch_size(batch_size)
+        session = self._session("vision")
+        dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
+        embeddings = np.empty((len(items), session.variant.output_dim), dtype=np.float32)
+        for start in range(0, len(items), batch_size):
+            try:
+                pixels = preprocess_images(items[start : start + batch_size], spec, exif_transpose)
+            except InputError as exc:  # re-number: the batch's index -> the caller's index
+                raise InputError(_renumber(str(exc), start)) from exc
+            embeddings[start : start + batch_size] = session.run({"pixel_values": pixels})[session.variant.outputs[0].name]
+        return to_precision(_finish(embeddings, dim, session.variant), precision)
+
+
+def _finish(embeddings: FloatArray, dim: int, variant: Variant) -> FloatArray:
+    if variant.normalized and dim == variant.output_dim:
+        return embeddings  # the graph already returns unit-norm rows of this width
+    return truncate_and_normalize(embeddings, dim)
+
+
+def _renumber(message: str, offset: int) -> str:
+    prefix, _, rest = message.partition(":")
+    if prefix.startswith("image ") and prefix[6:].isdigit():
+        return f"image {int(prefix[6:]) + offset}:{rest}"
+    return message
+
+
+def _is_single_image(value: Any) -> bool:
+    from PIL import Image
+
+    return isinstance(value, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)) or hasattr(value, "read")
+
+
+def _as_list(value: Any, what: str, is_single: Callable[[Any], bool]) -> list[Any]:
+    """One item or an iterable of items -> a non-empty list."""
+    if is_single(value):
+        return [value]
+    if not isinstance(value, Iterable):
+        raise InputError(f"expected a {what} or a list of {what}s, got {type(value).__name__}")
+    items = list(value)
+    if not items:
+        raise InputError(f"no {what}s given: pass at least one")
+    return items
+
+
+def _as_texts(value: Any) -> list[str]:
+    items = _as_list(value, "text", lambda v: isinstance(v, str))
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InputError(f"text {index} is {type(item).__name__}, expected str")
+    return items
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def load(
+    bundle_dir: str | Path,
+    *,
+    variant: str | None = None,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+) -> EdgeClip:
+    """Open a bundle. Nothing heavy happens until the first encode call of each tower.
+
+    Args:
+        bundle_dir: directory with manifest.json (made by `python -m converters build`).
+        variant: e.g. "fp32"; None picks the bundle's default for each tower.
+        threads: ONNX Runtime intra-op threads (None: one per physical core).
+        providers: ONNX Runtime execution providers, checked against the installed ones;
+            None means CPUExecutionProvider.
+    """
+    return EdgeClip(Bundle.open(bundle_dir), variant=variant, threads=threads, providers=providers)
