@@ -27,13 +27,16 @@ def _build(args: argparse.Namespace) -> int:
     unknown = [t for t in towers if t not in TOWERS]
     if unknown or not towers:
         raise ConverterError(f"--towers {args.towers!r}: choose from {', '.join(TOWERS)} (comma-separated)")
-    options = BuildOptions(towers=towers, revision=args.revision, overwrite=args.overwrite, threads=args.threads)  # type: ignore[arg-type]
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    options = BuildOptions(towers=towers, revision=args.revision, overwrite=args.overwrite, threads=args.threads,  # type: ignore[arg-type]
+                           variants=variants)
     bundle = build_bundle(args.source, args.out, options)
     for tower in towers:
-        variant = bundle.variant(tower, "fp32")  # type: ignore[arg-type]
-        worst = min(case["min_cosine"] for case in variant.validation["reference"].values())
-        size = sum(f.size for f in variant.files)
-        print(f"{tower}: {', '.join(f.path for f in variant.files)} ({size / 1e6:.1f} MB), worst cosine to reference {worst:.7f}")
+        for name, variant in bundle.tower(tower).variants.items():  # type: ignore[arg-type]
+            worst = min(case["min_cosine"] for case in variant.validation["reference"].values())
+            size = sum(f.size for f in variant.files)
+            print(f"{tower}/{name}: {', '.join(f.path for f in variant.files)} ({size / 1e6:.1f} MB), "
+                  f"worst cosine to reference {worst:.7f}")
     print(f"bundle written to {bundle.directory}")
     return 0
 
@@ -67,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("source", help="checkpoint directory, or a hub id such as jinaai/jina-clip-v2")
     build.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     build.add_argument("--towers", default="text,vision", help="comma-separated: text, vision")
+    build.add_argument("--variants", default="fp32", help="comma-separated: fp32 (always built), int8, int4, fp16")
     build.add_argument("--revision", help="hub revision (branch, tag or commit) when SOURCE is a hub id")
     build.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     build.add_argument("--threads", type=int, help="onnxruntime threads for validation")

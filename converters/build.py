@@ -1,4 +1,4 @@
-"""`build`: checkpoint -> validated bundle (one fp32 ONNX graph per tower), written atomically."""
+"""`build`: checkpoint -> validated bundle (per tower: the fp32 graph and its variants), written atomically."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from .checkpoint import TOWERS, CheckpointSource, Tower, load_reference, resolve
 from .config import ClipConfig, PreprocessConfig, load_clip_config, load_preprocess_config
 from .export import export_tower
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
+from .errors import ConverterError
+from .quantize import RECIPES, quantize_graph
 from .specs import export_spec
-from .validate import check_figures, raise_on_failures, validate_text, validate_vision
+from .validate import check_figures, raise_on_failures, tolerance, validate_text, validate_vision
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class BuildOptions:
     revision: str | None = None  # hub revision when the source is a hub id
     overwrite: bool = False  # replace an existing bundle at the output path
     threads: int | None = None  # ORT intra-op threads used for validation (None: ORT's default)
+    variants: tuple[str, ...] = ("fp32",)  # fp32 (always built: it is the reference graph) plus RECIPES names
 
 
 class _StagedBundle:
@@ -44,26 +47,37 @@ class _StagedBundle:
     def manifest(self) -> Manifest:
         return assemble_manifest(self.stage, self.source_meta, self.cfg, self.pre, self.variants.get("text"), self.variants.get("vision"))
 
-    def add_fp32(self, tower: Tower, tokenizer: Tokenizer, threads: int | None) -> list[str]:
-        """Export, validate through the runtime, record the figures; returns the gate's failures."""
+    def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, threads: int | None) -> list[str]:
+        """Export fp32, derive the other variants, validate each through the runtime; returns gate failures."""
         spec = export_spec(self.cfg, tower)
         log.info("%s: loading the reference", tower)
         model = load_reference(self.source, tower, self.cfg)
         log.info("%s: exporting fp32 ONNX", tower)
-        files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
-        self.variants[tower] = {"fp32": make_variant(self.stage, files, spec, "fp32", self.cfg.embed_dim)}
-        # A provisional manifest lets validation open the graph exactly as users will.
+        fp32_files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
+        files = {"fp32": fp32_files}
+        for name in variants:
+            if name != "fp32":
+                log.info("%s: building the %s variant", tower, name)
+                files[name] = quantize_graph(fp32_files[0], RECIPES[name], self.stage / f"{tower}.{name}.onnx")
+        precision = {name: "fp32" if name == "fp32" else RECIPES[name].precision for name in files}
+        self.variants[tower] = {n: make_variant(self.stage, f, spec, precision[n], self.cfg.embed_dim) for n, f in files.items()}
+        # A provisional manifest lets validation open each graph exactly as users will.
         write_manifest(self.stage, self.manifest())
-        session = TowerSession(Bundle.open(self.stage), tower, "fp32", threads=threads)
-        log.info("%s: validating against the reference", tower)
-        if tower == "text":
-            figures = validate_text(model, session, tokenizer, self.cfg)
-        else:
-            figures = validate_vision(model, session, self.cfg)
-        self.variants[tower]["fp32"] = make_variant(self.stage, files, spec, "fp32", self.cfg.embed_dim, {"reference": figures})
-        del model, session
+        failures: list[str] = []
+        for name, variant_files in files.items():
+            session = TowerSession(Bundle.open(self.stage), tower, name, threads=threads)
+            log.info("%s/%s: validating against the reference", tower, name)
+            if tower == "text":
+                figures = validate_text(model, session, tokenizer, self.cfg)
+            else:
+                figures = validate_vision(model, session, self.cfg)
+            self.variants[tower][name] = make_variant(
+                self.stage, variant_files, spec, precision[name], self.cfg.embed_dim, {"reference": figures}
+            )
+            failures += check_figures(tower, name, figures, tolerance(spec, precision[name]))
+        del model
         gc.collect()
-        return check_figures(tower, "fp32", figures, spec)
+        return failures
 
 
 def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOptions()) -> Bundle:
@@ -72,10 +86,14 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     cfg = load_clip_config(source.path("config.json"))
     pre = load_preprocess_config(source.path("preprocessor_config.json"))
     tokenizer = Tokenizer.from_file(str(source.path(TOKENIZER_FILE)))
+    unknown = [v for v in options.variants if v != "fp32" and v not in RECIPES]
+    if unknown:
+        raise ConverterError(f"unknown variant(s) {', '.join(unknown)}; choose from fp32, {', '.join(RECIPES)}")
+    variants = ("fp32", *(v for v in dict.fromkeys(options.variants) if v != "fp32"))
     with staged_directory(out, overwrite=options.overwrite) as stage:
         staged = _StagedBundle(stage, source, cfg, pre)
         shutil.copyfile(source.path(TOKENIZER_FILE), stage / TOKENIZER_FILE)
-        failures = [f for tower in options.towers for f in staged.add_fp32(tower, tokenizer, options.threads)]
+        failures = [f for tower in options.towers for f in staged.add_tower(tower, variants, tokenizer, options.threads)]
         raise_on_failures(failures)  # leaving the block by exception removes the staging directory
         write_manifest(stage, staged.manifest())
     return Bundle.open(out)

@@ -100,14 +100,31 @@ def validate_vision(model: nn.Module, session: TowerSession, cfg: ClipConfig) ->
     return figures
 
 
-def check_figures(tower: str, variant: str, figures: dict[str, dict[str, float]], spec: ExportSpec) -> list[str]:
-    """Human-readable failures against the spec's tolerances (empty when all pass)."""
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float | None  # max |diff| of unit-norm embeddings; None: not checked
+    min_cosine: float  # lowest per-embedding cosine to the reference
+
+
+# Build-time sanity floors for the lossy variants, far below what they reach on the tiny and full
+# random checkpoints; the validation gate against fp32 on real data is where their thresholds belong.
+LOSSY_MIN_COSINE = {"fp16": 0.999, "int8": 0.98, "int4": 0.9}
+
+
+def tolerance(spec: ExportSpec, precision: str) -> Tolerance:
+    if precision == "fp32":
+        return Tolerance(spec.atol, spec.min_cosine)
+    return Tolerance(None, LOSSY_MIN_COSINE[precision])
+
+
+def check_figures(tower: str, variant: str, figures: dict[str, dict[str, float]], limit: Tolerance) -> list[str]:
+    """Human-readable failures against the tolerance (empty when all pass)."""
     failures = []
     for case, values in figures.items():
-        if values["max_abs_diff"] > spec.atol:
-            failures.append(f"{tower}/{variant}/{case}: max_abs_diff {values['max_abs_diff']:.3g} > {spec.atol:g}")
-        if values["min_cosine"] < spec.min_cosine:
-            failures.append(f"{tower}/{variant}/{case}: min_cosine {values['min_cosine']:.7f} < {spec.min_cosine}")
+        if limit.atol is not None and values["max_abs_diff"] > limit.atol:
+            failures.append(f"{tower}/{variant}/{case}: max_abs_diff {values['max_abs_diff']:.3g} > {limit.atol:g}")
+        if values["min_cosine"] < limit.min_cosine:
+            failures.append(f"{tower}/{variant}/{case}: min_cosine {values['min_cosine']:.7f} < {limit.min_cosine}")
     return failures
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,11 @@ from .tokenizer import TextTokenizer
 
 # What the runtime feeds each tower; the manifest must name the graph inputs this way.
 TOWER_INPUTS: dict[Tower, tuple[str, ...]] = {"text": ("input_ids", "attention_mask"), "vision": ("pixel_values",)}
-# Variant picked when the caller names none: the first one the bundle has.
-DEFAULT_VARIANT_ORDER: tuple[str, ...] = ("fp32",)
+# Variant picked when the caller names none: the first the bundle has, by the first provider's kind.
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
+                           "CoreMLExecutionProvider", "DmlExecutionProvider"})
+CPU_VARIANT_ORDER: tuple[str, ...] = ("int8", "fp32", "int4", "fp16")
+GPU_VARIANT_ORDER: tuple[str, ...] = ("fp16", "fp32", "int8", "int4")
 
 
 class EdgeClip:
@@ -50,14 +54,27 @@ class EdgeClip:
     def matryoshka_dims(self) -> tuple[int, ...]:
         return self.manifest.matryoshka_dims
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.providers[0] in GPU_PROVIDERS
+
     def variant_name(self, tower: Tower) -> str:
+        """The requested variant, else int8 on CPU and fp16 on GPU providers (falling back in that order)."""
         variants = self.bundle.tower(tower).variants
         if self._variant is not None:
             return self._variant  # Bundle.variant raises, listing the available ones, if it is absent
-        for name in DEFAULT_VARIANT_ORDER:
+        for name in GPU_VARIANT_ORDER if self.on_gpu else CPU_VARIANT_ORDER:
             if name in variants:
                 return name
         return sorted(variants)[0]
+
+    def _warn_if_slow(self, variant: Variant) -> None:
+        if self.on_gpu and variant.precision in ("int8", "int4"):
+            warnings.warn(f"{variant.precision} graphs run slowly on {self.providers[0]} (quantized ops fall back to "
+                          "the CPU); use the fp16 variant on GPUs", RuntimeWarning, stacklevel=3)
+        elif not self.on_gpu and variant.precision == "fp16":
+            warnings.warn("fp16 graphs are slower than fp32 on the CPU (no fp16 GEMM; casts are inserted); "
+                          "use the int8 or fp32 variant on CPUs", RuntimeWarning, stacklevel=3)
 
     def _session(self, tower: Tower) -> TowerSession:
         with self._lock:
@@ -66,6 +83,7 @@ class EdgeClip:
                 names = tuple(spec.name for spec in session.variant.inputs)
                 if names != TOWER_INPUTS[tower]:
                     raise BundleError(f"{tower} graph inputs are {names}; this edgeclip feeds {TOWER_INPUTS[tower]}")
+                self._warn_if_slow(session.variant)
                 self._sessions[tower] = session
             return self._sessions[tower]
 
@@ -217,7 +235,7 @@ def load(
 
     Args:
         bundle_dir: directory with manifest.json (made by `python -m converters build`).
-        variant: e.g. "fp32"; None picks the bundle's default for each tower.
+        variant: e.g. "fp32" or "int8"; None picks int8 on CPU and fp16 on GPU providers (else fp32).
         threads: ONNX Runtime intra-op threads (None: one per physical core).
         providers: ONNX Runtime execution providers, checked against the installed ones;
             None means CPUExecutionProvider.

@@ -1,0 +1,129 @@
+"""Quantized and half-precision variants of an exported fp32 tower graph, as named recipes.
+
+Measured pitfalls on this AVX2-without-VNNI CPU (shared/docs/cpu-limits.md) decide the defaults:
+u8 activations x s8 weights is the fast integer path; s8 weights need reduce_range (7-bit) to stay
+accurate without VNNI; MatMulNBits int4 pays at small batch only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .export import EXTERNAL_DATA_THRESHOLD
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    name: str  # variant name in the bundle
+    precision: str  # weights' storage precision, recorded in the manifest
+    rationale: str  # one line: why this recipe looks the way it does
+    nodes_to_exclude: tuple[str, ...] = ()  # MatMul node names kept in float (validation found them sensitive)
+    int8_embedding_table: bool = False  # store the token-embedding table as int8 with per-row scales
+
+
+RECIPES: dict[str, QuantRecipe] = {
+    "fp16": QuantRecipe(
+        "fp16", "fp16",
+        "Half the size for GPU execution providers; inputs/outputs stay fp32. Slow on CPUs (casts, no fp16 GEMM).",
+    ),
+    "int8": QuantRecipe(
+        "int8", "int8",
+        "Dynamic u8 activations x s8 per-channel weights with reduce_range (accurate without VNNI), the fast CPU path; "
+        "the 250002x1024 token table as int8 with per-row scales (~1 GB -> ~250 MB).",
+        int8_embedding_table=True,
+    ),
+    "int4": QuantRecipe(
+        "int4", "int4",
+        "Weight-only MatMulNBits (block 32, symmetric, accuracy_level 4): least bandwidth for short queries; "
+        "token table int8 per-row.",
+        int8_embedding_table=True,
+    ),
+}
+
+
+def _weight_gathers(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, TensorProto]]:
+    """Gather nodes that index a 2-D float initializer by a graph input (the token-embedding lookup)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    graph_inputs = {i.name for i in model.graph.input}
+    found = []
+    for node in model.graph.node:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        if table is not None and len(table.dims) == 2 and table.data_type == TensorProto.FLOAT and node.input[1] in graph_inputs:
+            found.append((node, table))
+    return found
+
+
+def quantize_embedding_tables(model: onnx.ModelProto) -> int:
+    """Gather(W_fp32, ids) -> Gather(W_int8, ids) * Gather(scale, ids); symmetric per-row scales. Returns count."""
+    count = 0
+    for node, table in _weight_gathers(model):
+        weights = numpy_helper.to_array(table).astype(np.float32)
+        scales = np.maximum(np.abs(weights).max(axis=1, keepdims=True), 1e-12) / 127.0
+        quantized = np.clip(np.rint(weights / scales), -127, 127).astype(np.int8)
+        base = table.name
+        model.graph.initializer.remove(table)
+        model.graph.initializer.extend([
+            numpy_helper.from_array(quantized, f"{base}_int8"),
+            numpy_helper.from_array(scales.astype(np.float32), f"{base}_row_scale"),
+        ])
+        ids, out = node.input[1], node.output[0]
+        new_nodes = [
+            helper.make_node("Gather", [f"{base}_int8", ids], [f"{out}_q"], name=f"{node.name}_q", axis=0),
+            helper.make_node("Cast", [f"{out}_q"], [f"{out}_qf"], name=f"{node.name}_cast", to=TensorProto.FLOAT),
+            helper.make_node("Gather", [f"{base}_row_scale", ids], [f"{out}_s"], name=f"{node.name}_scale", axis=0),
+            helper.make_node("Mul", [f"{out}_qf", f"{out}_s"], [out], name=f"{node.name}_dequant"),
+        ]
+        position = list(model.graph.node).index(node)
+        model.graph.node.remove(node)
+        for offset, new in enumerate(new_nodes):
+            model.graph.node.insert(position + offset, new)
+        count += 1
+    return count
+
+
+def _save(model: onnx.ModelProto, out_path: Path) -> list[Path]:
+    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
+        data_name = out_path.name + ".data"
+        onnx.save_model(model, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+        return [out_path, out_path.with_name(data_name)]
+    onnx.save_model(model, str(out_path))
+    return [out_path]
+
+
+def quantize_graph(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> list[Path]:
+    """Write the recipe's variant of `fp32_path` to `out_path` (+ external data if large). Returns the files."""
+    if recipe.precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    elif recipe.precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quant-") as scratch:
+            tmp = Path(scratch) / "q.onnx"
+            quantize_dynamic(
+                str(fp32_path), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True,
+                weight_type=QuantType.QInt8, nodes_to_exclude=list(recipe.nodes_to_exclude),
+                use_external_data_format=True,
+            )
+            model = onnx.load(str(tmp))
+    elif recipe.precision == "int4":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_path)), block_size=32, is_symmetric=True, accuracy_level=4,
+                                         nodes_to_exclude=list(recipe.nodes_to_exclude))
+        quantizer.process()
+        model = quantizer.model.model
+    else:
+        raise ValueError(f"unknown precision {recipe.precision!r}")
+    if recipe.int8_embedding_table:
+        quantize_embedding_tables(model)
+    return _save(model, out_path)

@@ -1,0 +1,108 @@
+"""Quantized and fp16 variants: recipes, the int8 token table, runtime choice, and rejection of bad graphs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import edgeclip  # noqa: E402
+from converters import build as build_module  # noqa: E402
+from converters.build import BuildOptions, build_bundle  # noqa: E402
+from converters.errors import ConverterError, ToleranceExceeded  # noqa: E402
+from converters.quantize import RECIPES, quantize_embedding_tables  # noqa: E402
+from converters.validate import LOSSY_MIN_COSINE  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def variant_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("variants") / "bundle"
+    build_bundle(str(tiny_checkpoint), out, BuildOptions(variants=("int8", "int4", "fp16")))
+    return out
+
+
+def test_every_recipe_has_a_rationale() -> None:
+    assert set(RECIPES) == {"fp16", "int8", "int4"}
+    assert all(len(r.rationale) > 20 and r.precision == name for name, r in RECIPES.items())
+
+
+def test_variants_are_built_validated_and_described(variant_bundle: Path) -> None:
+    bundle = edgeclip.Bundle.open(variant_bundle)
+    for tower in ("text", "vision"):
+        variants = bundle.tower(tower).variants
+        assert set(variants) == {"fp32", "int8", "int4", "fp16"}
+        for name, variant in variants.items():
+            assert variant.precision == name and variant.graph == f"{tower}.{name}.onnx"
+            figures = variant.validation["reference"]
+            floor = 0.99999 if name == "fp32" else LOSSY_MIN_COSINE[name]
+            assert figures and all(case["min_cosine"] >= floor for case in figures.values())
+    sizes = {n: v.files[0].size for n, v in bundle.tower("text").variants.items()}
+    assert sizes["int4"] < sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+    # The int8 text graph stores the token table as int8 (plus one fp32 scale per row).
+    model = onnx.load(str(variant_bundle / "text.int8.onnx"))
+    tables = [t for t in model.graph.initializer if len(t.dims) == 2 and t.dims[1] == 64 and t.dims[0] > 1000]
+    assert tables and all(t.data_type == TensorProto.INT8 for t in tables)
+
+
+def test_int8_token_table_is_within_half_a_step() -> None:
+    rng = np.random.default_rng(0)
+    table = (rng.standard_normal((50, 8)) * rng.uniform(0.1, 3.0, (50, 1))).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["out"], name="lookup", axis=0)], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 8])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert quantize_embedding_tables(model) == 1
+    ids = np.array([0, 7, 49, 7], dtype=np.int64)
+    out = ort.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})[0]
+    step = np.abs(table).max(axis=1) / 127.0
+    assert np.all(np.abs(out - table[ids]) <= step[ids, None] / 2 + 1e-7)
+    assert np.abs(out - table[ids]).max() > 0  # it really is quantized
+
+
+def test_runtime_picks_int8_on_cpu_and_warns_about_fp16(variant_bundle: Path) -> None:
+    model = edgeclip.load(variant_bundle)
+    assert model.variant_name("text") == "int8" and model.variant_name("vision") == "int8"
+    fp32 = edgeclip.load(variant_bundle, variant="fp32").encode_text(["a red bicycle", "un vélo rouge"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # int8 on CPU: no warning
+        int8 = model.encode_text(["a red bicycle", "un vélo rouge"])
+    assert (int8 * fp32).sum(axis=1).min() > 0.99
+    with pytest.warns(RuntimeWarning, match="fp16 graphs are slower than fp32 on the CPU"):
+        edgeclip.load(variant_bundle, variant="fp16").encode_text("x")
+
+
+def test_unknown_variant_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConverterError, match="unknown variant.*int3.*choose from fp32, fp16, int8, int4"):
+        build_bundle(str(tiny_checkpoint), tmp_path / "b", BuildOptions(variants=("int3",)))
+
+
+def test_a_corrupted_variant_is_rejected(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = build_module.quantize_graph
+
+    def corrupting(fp32_path: Path, recipe, out_path: Path) -> list[Path]:  # noqa: ANN001
+        files = real(fp32_path, recipe, out_path)
+        model = onnx.load(str(files[0]))
+        for tensor in model.graph.initializer:  # perturb every float weight by 50 % noise
+            if tensor.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16) and len(tensor.dims) == 2:
+                values = numpy_helper.to_array(tensor)
+                noise = np.random.default_rng(0).standard_normal(values.shape)
+                noisy = (values + 0.5 * np.abs(values).mean() * noise).astype(values.dtype)
+                tensor.CopyFrom(numpy_helper.from_array(noisy, tensor.name))
+        onnx.save_model(model, str(files[0]))
+        return files
+
+    monkeypatch.setattr(build_module, "quantize_graph", corrupting)
+    with pytest.raises(ToleranceExceeded, match="text/fp16/.*min_cosine") as info:
+        build_bundle(str(tiny_checkpoint), tmp_path / "b", BuildOptions(towers=("text",), variants=("fp16",)))
+    assert all("/fp16/" in failure for failure in info.value.failures)
+    assert list(tmp_path.iterdir()) == []
