@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,6 +28,39 @@ def sample_inputs(cfg: ClipConfig, spec: ExportSpec) -> tuple[torch.Tensor, ...]
     return (torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)),)
 
 
+def share_large_constants(model: onnx.ModelProto, min_bytes: int = 1024) -> int:
+    """Turn large Constant nodes into initializers, one per distinct value.
+
+    The TorchScript exporter inlines a buffer once per use: the vision tower's RoPE tables became
+    96 Constant copies (~33 MB at full size). Returns how many Constant nodes were removed.
+    """
+    canonical: dict[tuple[tuple[int, ...], int, bytes], str] = {}
+    rename: dict[str, str] = {}
+    kept = []
+    for node in model.graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is None or len(value.raw_data) < min_bytes:
+            kept.append(node)
+            continue
+        key = (tuple(value.dims), value.data_type, hashlib.sha256(value.raw_data).digest())
+        if key not in canonical:
+            canonical[key] = node.output[0]
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value)
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+        else:
+            rename[node.output[0]] = canonical[key]
+    removed = len(model.graph.node) - len(kept)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    return removed
+
+
 def export_tower(model: nn.Module, cfg: ClipConfig, spec: ExportSpec, out_path: Path) -> list[Path]:
     """Write `out_path` (plus `<name>.data` when the weights exceed ~2 GB). Returns the files written."""
     out_path = Path(out_path)
@@ -50,6 +84,7 @@ def export_tower(model: nn.Module, cfg: ClipConfig, spec: ExportSpec, out_path: 
             )
         proto = onnx.load(str(raw))  # also reads any per-tensor files torch wrote for big models
     proto.producer_name = "edgeclip.converters"
+    share_large_constants(proto)
     weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
     if weight_bytes > EXTERNAL_DATA_THRESHOLD:
         onnx.save_model(

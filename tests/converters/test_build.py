@@ -164,3 +164,13 @@ def test_cli_build_and_make_checkpoint(tmp_path: Path) -> None:
     assert manifest["vision"] is None and "fp32" in manifest["text"]["variants"]
     assert main(["build", str(tmp_path / "ck"), "--out", str(tmp_path / "c"), "--towers", "audio"]) == 2
     assert main(["parity", str(tmp_path / "ck")]) == 2  # offline/no transformers: a clear error, exit 2
+
+
+def test_large_constants_are_stored_once(tiny_bundle: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny_bundle / "vision.fp32.onnx"))
+    big_constants = [n for n in model.graph.node if n.op_type == "Constant" and any(len(a.t.raw_data) >= 1024 for a in n.attribute)]
+    assert big_constants == []
+    rope = [t for t in model.graph.initializer if tuple(t.dims) == (1296, 16)]
+    assert len(rope) == 2  # one cos and one sin table, shared by every layer
