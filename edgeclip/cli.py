@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._files import atomic_write_bytes
 from .bundle import Bundle, TextSpec, Variant, VisionSpec
 from .errors import EdgeClipError, InputError
 from .model import EdgeClip, load
@@ -135,20 +133,6 @@ def _jsonl(items: list[Item], embeddings: np.ndarray) -> str:
     return out.getvalue()
 
 
-def write_atomically(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".jsonl"):
@@ -163,9 +147,9 @@ def _embed(args: argparse.Namespace) -> int:
     if out.suffix == ".npy":
         buffer = io.BytesIO()
         np.save(buffer, embeddings)
-        write_atomically(out, buffer.getvalue())
+        atomic_write_bytes(out, buffer.getvalue())
     else:
-        write_atomically(out, _jsonl(items, embeddings).encode("utf-8"))
+        atomic_write_bytes(out, _jsonl(items, embeddings).encode("utf-8"))
     seconds = time.perf_counter() - started
     texts = sum(1 for i in items if i.kind == "text")
     print(
