@@ -29,7 +29,7 @@ def _build(args: argparse.Namespace) -> int:
         raise ConverterError(f"--towers {args.towers!r}: choose from {', '.join(TOWERS)} (comma-separated)")
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     options = BuildOptions(towers=towers, revision=args.revision, overwrite=args.overwrite, threads=args.threads,  # type: ignore[arg-type]
-                           variants=variants)
+                           variants=variants, head_dim=args.dims)
     bundle = build_bundle(args.source, args.out, options)
     for tower in towers:
         for name, variant in bundle.tower(tower).variants.items():  # type: ignore[arg-type]
@@ -71,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     build.add_argument("--towers", default="text,vision", help="comma-separated: text, vision")
     build.add_argument("--variants", default="fp32", help="comma-separated: fp32 (always built), int8, int4, fp16")
+    build.add_argument("--dims", type=int, help="small-device head: graphs output the L2-normalized first DIMS "
+                       "dims (64 or 128 for jina-clip-v2) instead of the full embedding")
     build.add_argument("--revision", help="hub revision (branch, tag or commit) when SOURCE is a hub id")
     build.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     build.add_argument("--threads", type=int, help="onnxruntime threads for validation")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
+from torch import nn
 
 from edgeclip.bundle import Bundle, Manifest, SourceInfo, Variant
 from edgeclip.session import TowerSession
@@ -17,6 +18,7 @@ from .atomic import staged_directory
 from .checkpoint import TOWERS, CheckpointSource, Tower, load_reference, resolve_source
 from .config import ClipConfig, PreprocessConfig, load_clip_config, load_preprocess_config
 from .export import export_tower
+from .heads import MatryoshkaHead, check_head_dim
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
 from .errors import ConverterError
 from .quantize import RECIPES, quantize_graph
@@ -33,6 +35,7 @@ class BuildOptions:
     overwrite: bool = False  # replace an existing bundle at the output path
     threads: int | None = None  # ORT intra-op threads used for validation (None: ORT's default)
     variants: tuple[str, ...] = ("fp32",)  # fp32 (always built: it is the reference graph) plus RECIPES names
+    head_dim: int | None = None  # small-device head: every graph outputs the normalized prefix of this width
 
 
 class _StagedBundle:
@@ -47,11 +50,13 @@ class _StagedBundle:
     def manifest(self) -> Manifest:
         return assemble_manifest(self.stage, self.source_meta, self.cfg, self.pre, self.variants.get("text"), self.variants.get("vision"))
 
-    def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, threads: int | None) -> list[str]:
+    def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, options: BuildOptions) -> list[str]:
         """Export fp32, derive the other variants, validate each through the runtime; returns gate failures."""
-        spec = export_spec(self.cfg, tower)
+        spec = export_spec(self.cfg, tower, options.head_dim)
         log.info("%s: loading the reference", tower)
-        model = load_reference(self.source, tower, self.cfg)
+        model: nn.Module = load_reference(self.source, tower, self.cfg)
+        if options.head_dim is not None:
+            model = MatryoshkaHead(model, options.head_dim).eval()
         log.info("%s: exporting fp32 ONNX", tower)
         fp32_files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
         files = {"fp32": fp32_files}
@@ -60,20 +65,18 @@ class _StagedBundle:
                 log.info("%s: building the %s variant", tower, name)
                 files[name] = quantize_graph(fp32_files[0], RECIPES[name], self.stage / f"{tower}.{name}.onnx")
         precision = {name: "fp32" if name == "fp32" else RECIPES[name].precision for name in files}
-        self.variants[tower] = {n: make_variant(self.stage, f, spec, precision[n], self.cfg.embed_dim) for n, f in files.items()}
+        self.variants[tower] = {n: make_variant(self.stage, f, spec, precision[n]) for n, f in files.items()}
         # A provisional manifest lets validation open each graph exactly as users will.
         write_manifest(self.stage, self.manifest())
         failures: list[str] = []
         for name, variant_files in files.items():
-            session = TowerSession(Bundle.open(self.stage), tower, name, threads=threads)
+            session = TowerSession(Bundle.open(self.stage), tower, name, threads=options.threads)
             log.info("%s/%s: validating against the reference", tower, name)
             if tower == "text":
                 figures = validate_text(model, session, tokenizer, self.cfg)
             else:
                 figures = validate_vision(model, session, self.cfg)
-            self.variants[tower][name] = make_variant(
-                self.stage, variant_files, spec, precision[name], self.cfg.embed_dim, {"reference": figures}
-            )
+            self.variants[tower][name] = make_variant(self.stage, variant_files, spec, precision[name], {"reference": figures})
             failures += check_figures(tower, name, figures, tolerance(spec, precision[name]))
         del model
         gc.collect()
@@ -86,6 +89,7 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     cfg = load_clip_config(source.path("config.json"))
     pre = load_preprocess_config(source.path("preprocessor_config.json"))
     tokenizer = Tokenizer.from_file(str(source.path(TOKENIZER_FILE)))
+    check_head_dim(cfg, options.head_dim)
     unknown = [v for v in options.variants if v != "fp32" and v not in RECIPES]
     if unknown:
         raise ConverterError(f"unknown variant(s) {', '.join(unknown)}; choose from fp32, {', '.join(RECIPES)}")
@@ -93,7 +97,7 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     with staged_directory(out, overwrite=options.overwrite) as stage:
         staged = _StagedBundle(stage, source, cfg, pre)
         shutil.copyfile(source.path(TOKENIZER_FILE), stage / TOKENIZER_FILE)
-        failures = [f for tower in options.towers for f in staged.add_tower(tower, variants, tokenizer, options.threads)]
+        failures = [f for tower in options.towers for f in staged.add_tower(tower, variants, tokenizer, options)]
         raise_on_failures(failures)  # leaving the block by exception removes the staging directory
         write_manifest(stage, staged.manifest())
     return Bundle.open(out)

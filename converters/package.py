@@ -53,8 +53,9 @@ def source_info(source: CheckpointSource) -> SourceInfo:
     )
 
 
-def make_variant(root: Path, files: list[Path], spec: ExportSpec, precision: str, output_dim: int,
+def make_variant(root: Path, files: list[Path], spec: ExportSpec, precision: str,
                  validation: dict[str, Any] | None = None) -> Variant:
+    output_dim = int(spec.outputs[0].shape[1])
     return Variant(
         precision=precision,
         graph=files[0].relative_to(root).as_posix(),
@@ -62,7 +63,7 @@ def make_variant(root: Path, files: list[Path], spec: ExportSpec, precision: str
         inputs=spec.inputs,
         outputs=spec.outputs,
         output_dim=output_dim,
-        normalized=False,
+        normalized=spec.head_dim is not None,
         validation=validation or {},
     )
 

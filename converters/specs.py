@@ -19,6 +19,7 @@ class ExportSpec:
     tower: Tower  # which tower this graph holds
     inputs: tuple[TensorSpec, ...]  # graph inputs in order; string dims are dynamic axes
     outputs: tuple[TensorSpec, ...]  # graph outputs in order; the first is the embedding
+    head_dim: int | None = None  # set: the output is the L2-normalized Matryoshka prefix of this width
     opset: int = OPSET  # default-domain opset of the exported graph
     atol: float = 1e-4  # max |onnx - reference| allowed per element of the unit-norm embeddings
     min_cosine: float = 0.99999  # lowest cosine(onnx, reference) allowed per embedding
@@ -38,25 +39,30 @@ class ExportSpec:
         return [spec.name for spec in self.outputs]
 
 
-def text_spec(cfg: ClipConfig) -> ExportSpec:
+def text_spec(cfg: ClipConfig, head_dim: int | None = None) -> ExportSpec:
+    output_dim = head_dim or cfg.embed_dim
     return ExportSpec(
         tower="text",
         inputs=(
             TensorSpec("input_ids", "int64", ("batch", "seq")),
             TensorSpec("attention_mask", "int64", ("batch", "seq")),  # 1 = real token, 0 = padding
         ),
-        outputs=(TensorSpec("text_embeds", "float32", ("batch", cfg.embed_dim)),),  # mean-pooled, not normalized
+        outputs=(TensorSpec("text_embeds", "float32", ("batch", output_dim)),),  # mean-pooled (normalized if a head)
+        head_dim=head_dim,
     )
 
 
-def vision_spec(cfg: ClipConfig) -> ExportSpec:
+def vision_spec(cfg: ClipConfig, head_dim: int | None = None) -> ExportSpec:
+    output_dim = head_dim or cfg.embed_dim
     size = cfg.vision.image_size
     return ExportSpec(
         tower="vision",
         inputs=(TensorSpec("pixel_values", "float32", ("batch", 3, size, size)),),
-        outputs=(TensorSpec("image_embeds", "float32", ("batch", cfg.embed_dim)),),  # CLS, not normalized
+        outputs=(TensorSpec("image_embeds", "float32", ("batch", output_dim)),),  # CLS (normalized if a head)
+        head_dim=head_dim,
     )
 
 
-def export_spec(cfg: ClipConfig, tower: Tower) -> ExportSpec:
-    return text_spec(cfg) if tower == "text" else vision_spec(cfg)
+def export_spec(cfg: ClipConfig, tower: Tower, head_dim: int | None = None) -> ExportSpec:
+    """The tower's contract; with `head_dim` the output is the normalized head_dim-wide Matryoshka prefix."""
+    return text_spec(cfg, head_dim) if tower == "text" else vision_spec(cfg, head_dim)

@@ -44,6 +44,14 @@ def _variant_lines(variants: dict[str, Variant], bundle: Bundle) -> Iterator[str
         yield line
 
 
+def _embedding_line(embed_dim: int, dims: tuple[int, ...], towers: list[TextSpec | VisionSpec]) -> str:
+    width = min(v.output_dim for spec in towers for v in spec.variants.values())
+    usable = [d for d in dims if d <= width]
+    if width < embed_dim:
+        return f"embedding   {width}-d head (built with --dims {width}; model width {embed_dim}); truncate_dim one of {usable}"
+    return f"embedding   {embed_dim}-d; truncate_dim one of {usable}"
+
+
 def info_text(bundle: Bundle) -> str:
     m = bundle.manifest
     lines = [
@@ -55,7 +63,7 @@ def info_text(bundle: Bundle) -> str:
         lines.append("            RANDOM WEIGHTS: embeddings carry no meaning (tests and benchmarks only)")
     lines += [
         f"licence     {m.license.spdx}: {m.license.note}",
-        f"embedding   {m.embed_dim}-d; truncate_dim one of {list(m.matryoshka_dims)}",
+        _embedding_line(m.embed_dim, m.matryoshka_dims, [spec for spec in (m.text, m.vision) if spec is not None]),
     ]
     if isinstance(m.text, TextSpec):
         lines.append(f"text        max {m.text.default_max_length} tokens by default (up to {m.text.max_length}), {m.text.pooling} pooling")

@@ -17,6 +17,9 @@ def check_truncate_dim(truncate_dim: int | None, allowed: Sequence[int], availab
     if truncate_dim is None:
         return available
     usable = [d for d in allowed if d <= available]
+    if truncate_dim in allowed and truncate_dim not in usable:
+        raise InputError(f"truncate_dim {truncate_dim} is wider than this bundle's {available}-d head (built with "
+                         f"--dims {available}); use one of {usable}, or a bundle built without --dims")
     if truncate_dim not in usable:
         raise InputError(f"truncate_dim must be one of {usable} for this bundle, got {truncate_dim!r}")
     return int(truncate_dim)
