@@ -1,4 +1,4 @@
-"""python -m converters make-checkpoint | build | parity  (thin layer over the library functions)."""
+"""python -m converters make-checkpoint | build | validate | parity  (thin layer over the library functions)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,32 @@ def _parity(args: argparse.Namespace) -> int:
     return 0 if worst >= args.min_cosine else 1
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from .gate import THRESHOLD_NAMES, GateFailed, run_gate
+
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None
+    overrides = {name: getattr(args, f"min_{name}") for name in THRESHOLD_NAMES}
+    try:
+        results = run_gate(args.bundle, args.device, variants, overrides, args.threads)
+        failed = None
+    except GateFailed as exc:
+        results, failed = exc.results, exc
+    for key, figures in results.items():
+        print(gate_summary(key, figures))
+    if failed is not None:
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
+    print(f"gate passed; figures written to {args.bundle}/manifest.json")
+    return 0
+
+
+def gate_summary(key: str, figures: dict) -> str:  # type: ignore[type-arg]
+    retrieval = ", ".join(f"{d.replace('_to_', '->')} {v['top1']:.2f}/{v['top5']:.2f}" for d, v in figures["retrieval"].items())
+    verdict = "ok" if figures["passed"] else "FAILED"
+    return (f"{key:14} cosine mean {figures['cosine_mean']:.5f}, worst 1 % {figures['cosine_p1']:.5f}; "
+            f"top-1/top-5 agreement {retrieval}  [{verdict}; reference on {figures['reference_device']}]")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m converters", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -77,6 +103,18 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     build.add_argument("--threads", type=int, help="onnxruntime threads for validation")
     build.set_defaults(run=_build)
+
+    validate = sub.add_parser("validate", help="gate every variant of a bundle against its fp32 graph")
+    validate.add_argument("bundle", type=Path, help="bundle directory (built with --variants)")
+    validate.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                          help="where the fp32 reference runs: cuda needs onnxruntime-gpu; auto uses it when present")
+    validate.add_argument("--variants", help="comma-separated variants to gate (default: every non-fp32 one)")
+    validate.add_argument("--threads", type=int, help="onnxruntime threads")
+    for name, meaning in (("cosine_mean", "mean per-item cosine to fp32"), ("cosine_p1", "worst-1 %% cosine to fp32"),
+                          ("top1", "top-1 retrieval agreement"), ("top5", "top-5 retrieval agreement")):
+        validate.add_argument(f"--min-{name.replace('_', '-')}", dest=f"min_{name}", type=float,
+                              help=f"threshold for {meaning} (default: per precision, see converters/gate.py)")
+    validate.set_defaults(run=_validate)
 
     parity = sub.add_parser("parity", help="compare our reference with the official remote-code model (online)")
     parity.add_argument("source", nargs="?", default="jinaai/jina-clip-v2", help="checkpoint directory or hub id")

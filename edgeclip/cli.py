@@ -42,6 +42,11 @@ def _variant_lines(variants: dict[str, Variant], bundle: Bundle) -> Iterator[str
             worst_diff = max(c["max_abs_diff"] for c in cases.values())
             line += f"; vs reference over {len(cases)} checks: min cosine {worst_cos:.7f}, max |diff| {worst_diff:.1e}"
         yield line
+        gate = variant.validation.get("gate")
+        if gate:
+            agreement = ", ".join(f"{d.replace('_to_', '->')} {v['top1']:.2f}/{v['top5']:.2f}" for d, v in gate["retrieval"].items())
+            yield (f"      gate vs fp32 ({'passed' if gate['passed'] else 'FAILED'}): cosine mean {gate['cosine_mean']:.5f}, "
+                   f"worst 1 % {gate['cosine_p1']:.5f} over {gate['items']} items; top-1/top-5 agreement {agreement}")
 
 
 def _embedding_line(embed_dim: int, dims: tuple[int, ...], towers: list[TextSpec | VisionSpec]) -> str:

@@ -68,7 +68,15 @@ class EdgeClip:
                 return name
         return sorted(variants)[0]
 
-    def _warn_if_slow(self, variant: Variant) -> None:
+    def providers_in_use(self, tower: Tower) -> list[str]:
+        """The providers onnxruntime really assigned to the tower's session (it can fall back to the CPU)."""
+        return list(self._session(tower).session.get_providers())
+
+    def _warn_if_unfit(self, variant: Variant) -> None:
+        gate = variant.validation.get("gate")
+        if gate and not gate.get("passed", True):
+            warnings.warn(f"the {variant.graph} variant failed the validation gate against fp32 (see `edgeclip info`); "
+                          "its embeddings may differ noticeably", RuntimeWarning, stacklevel=3)
         if self.on_gpu and variant.precision in ("int8", "int4"):
             warnings.warn(f"{variant.precision} graphs run slowly on {self.providers[0]} (quantized ops fall back to "
                           "the CPU); use the fp16 variant on GPUs", RuntimeWarning, stacklevel=3)
@@ -83,7 +91,7 @@ class EdgeClip:
                 names = tuple(spec.name for spec in session.variant.inputs)
                 if names != TOWER_INPUTS[tower]:
                     raise BundleError(f"{tower} graph inputs are {names}; this edgeclip feeds {TOWER_INPUTS[tower]}")
-                self._warn_if_slow(session.variant)
+                self._warn_if_unfit(session.variant)
                 self._sessions[tower] = session
             return self._sessions[tower]
 
