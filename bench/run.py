@@ -1,0 +1,101 @@
+"""One command, one run: ceilings, PyTorch reference, plain baseline and edgeclip variants side by side.
+
+    python -m bench.run --bundle BUNDLE --checkpoint CHECKPOINT [--out bench/results] [--work /tmp/edgeclip-bench]
+
+Use the full-size random checkpoint (speed does not depend on weight values) and a bundle built
+from it with --variants int8,int4. Writes bench/results/<tag>.{json,md,png}, tagged with the CPU,
+its ISA flags, the onnxruntime version and the bundle's manifest checksum. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from .ceilings import measure_ceilings
+from .report import write_reports
+
+TEXT_CASES = [{"batch": b, "tokens": t} for t in (16, 128, 512) for b in (1, 8)]
+VISION_CASES = [{"batch": 1}, {"batch": 8}]
+ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def machine_tag(bundle: Path) -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    return {
+        "cpu": model,
+        "isa": {flag: flag in flags for flag in ISA_FLAGS},
+        "cores": len([line for line in cpuinfo.splitlines() if line.startswith("processor")]),
+        "onnxruntime": ort.__version__,
+        "python": platform.python_version(),
+        "bundle_manifest_sha256": hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def run_worker(config: dict[str, Any]) -> dict[str, Any]:
+    label = f"{config['engine']}:{config.get('variant', config.get('label', ''))} {config['tower']} threads={config['threads']}"
+    print(f"  {label} ...", file=sys.stderr, flush=True)
+    done = subprocess.run([sys.executable, "-m", "bench.worker", json.dumps(config)], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {**config, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def configurations(args: argparse.Namespace, baseline: dict[str, Any]) -> list[dict[str, Any]]:
+    configs = []
+    for tower, cases in (("text", TEXT_CASES), ("vision", VISION_CASES)):
+        for threads in (1, 2):
+            common = {"tower": tower, "threads": threads, "cases": cases, "min_reps": args.min_reps, "budget_s": args.budget_s}
+            configs.append({**common, "engine": "torch", "label": "pytorch-fp32", "checkpoint": str(args.checkpoint)})
+            for label, graph in baseline[tower]["graphs"].items():
+                configs.append({**common, "engine": "onnx", "label": label, "graph": graph})
+            for variant in args.variants:
+                configs.append({**common, "engine": "edgeclip", "variant": variant, "bundle": str(args.bundle)})
+    # One 8192-token document, in its own process so its peak RSS is its own.
+    configs.append({"engine": "edgeclip", "variant": "int8", "bundle": str(args.bundle), "tower": "text", "threads": 2,
+                    "cases": [{"batch": 1, "tokens": 8192}], "min_reps": 1, "budget_s": 0.0})
+    return configs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclip-bench"), help="where baseline graphs are cached")
+    parser.add_argument("--variants", default="fp32,int8,int4")
+    parser.add_argument("--min-reps", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=8.0, help="seconds of repeats per case beyond min-reps")
+    args = parser.parse_args()
+    args.variants = args.variants.split(",")
+    from .baseline import prepare
+
+    results: dict[str, Any] = {"machine": machine_tag(args.bundle), "command": " ".join(sys.argv)}
+    print("ceilings ...", file=sys.stderr, flush=True)
+    results["ceilings"] = measure_ceilings()
+    print("baseline graphs and fidelity ...", file=sys.stderr, flush=True)
+    results["baseline"] = prepare(str(args.checkpoint), str(args.bundle), args.work, ("text", "vision"))
+    results["runs"] = [run_worker(config) for config in configurations(args, results["baseline"])]
+    bundle_sizes = {}
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    for tower in ("text", "vision"):
+        for name, variant in (manifest.get(tower) or {}).get("variants", {}).items():
+            bundle_sizes[f"{tower}/{name}"] = sum(f["size"] for f in variant["files"])
+    results["bundle_sizes"] = bundle_sizes
+    write_reports(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
