@@ -112,10 +112,12 @@ class TextTower(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).to(torch.int64)
-        mask = attention_mask.to(torch.float32)  # [B, L]
+        hidden = self.emb_ln(self.embeddings(input_ids))
+        # Follow the weights' device and dtype (no-ops for the fp32 CPU export; used by the GPU reference).
+        mask = attention_mask.to(hidden.dtype)  # [B, L]
         key_bias = ((1.0 - mask) * PADDED_KEY_BIAS)[:, None, None, :]  # [B, 1, 1, L]
         cos, sin = rotary_cos_sin(input_ids.shape[1], self.config.head_dim, self.config.rotary_base)
-        hidden = self.emb_ln(self.embeddings(input_ids))
+        cos, sin = cos.to(hidden.device, hidden.dtype), sin.to(hidden.device, hidden.dtype)
         for layer in self.encoder.layers:
             hidden = layer(hidden, key_bias, cos, sin)
         # Masked mean over real tokens; no clamp, as upstream (every row has at least <s>).
