@@ -148,7 +148,7 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, format="png")
     tmp.replace(path)
 
 

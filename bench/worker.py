@@ -14,6 +14,7 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +34,11 @@ def pixel_inputs(batch: int, size: int = 512) -> dict[str, np.ndarray]:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """VmHWM of this process. Not getrusage's ru_maxrss: exec keeps the parent's high-water mark from fork."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # non-Linux fallback
 
 
 def time_calls(call: Callable[[], Any], min_reps: int, budget_s: float) -> list[float]:
