@@ -232,6 +232,16 @@ class Bundle:
             raise BundleError(f"manifest path {relative!r} resolves outside the bundle (symlink?); refusing to open it")
         return resolved
 
+    def all_files(self) -> tuple[FileEntry, ...]:
+        """Every file the manifest lists: the tokenizer and each variant's graph and data."""
+        entries: list[FileEntry] = []
+        if self.manifest.text is not None:
+            entries.append(self.manifest.text.tokenizer)
+        for spec in (self.manifest.text, self.manifest.vision):
+            for variant in (spec.variants.values() if spec is not None else ()):
+                entries += variant.files
+        return tuple(entries)
+
     def check_files(self, entries: tuple[FileEntry, ...], verify_hash: bool = False) -> None:
         """Presence and size always; sha256 when asked. Lists every problem in one BundleError."""
         problems: list[str] = []

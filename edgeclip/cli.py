@@ -1,4 +1,7 @@
-"""`edgeclip info BUNDLE` and `edgeclip embed BUNDLE ...`: argument parsing over the public API."""
+"""`edgeclip info | verify | embed BUNDLE ...`: argument parsing over the public API.
+
+Exit codes: 0 ok; 1 some inputs failed (the others were written); 2 bad arguments or bundle.
+"""
 
 from __future__ import annotations
 
@@ -121,18 +124,43 @@ class Progress:
                 sys.stderr.write("\n")
 
 
-def embed_items(model: EdgeClip, items: list[Item], args: argparse.Namespace, progress: Progress) -> np.ndarray:
-    rows = []
-    for kind in ("text", "image"):
-        values = [item.value for item in items if item.kind == kind]
-        for start in range(0, len(values), CHUNK):
-            chunk = values[start : start + CHUNK]
-            if kind == "text":
-                rows.append(model.encode_text(chunk, task=args.task, truncate_dim=args.dim, precision=args.precision))
-            else:
-                rows.append(model.encode_image(chunk, truncate_dim=args.dim, precision=args.precision))
-            progress.advance(len(chunk))
-    return np.concatenate(rows)
+@dataclass(frozen=True)
+class Failure:
+    item: Item
+    reason: str
+
+
+def _encode(model: EdgeClip, kind: str, values: list[str], args: argparse.Namespace) -> np.ndarray:
+    if kind == "text":
+        return model.encode_text(values, task=args.task, truncate_dim=args.dim, precision=args.precision)
+    return model.encode_image(values, truncate_dim=args.dim, precision=args.precision)
+
+
+def embed_items(model: EdgeClip, items: list[Item], args: argparse.Namespace,
+                progress: Progress) -> tuple[list[Item], np.ndarray | None, list[Failure]]:
+    """Embed what can be embedded; a chunk with a bad input is retried item by item, so one bad
+    input costs only itself. Returns (embedded items, their rows in the same order, failures)."""
+    done: list[Item] = []
+    rows: list[np.ndarray] = []
+    failures: list[Failure] = []
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start : start + CHUNK]
+        for kind in ("text", "image"):
+            group = [item for item in chunk if item.kind == kind]
+            if not group:
+                continue
+            try:
+                rows.append(_encode(model, kind, [i.value for i in group], args))
+                done += group
+            except InputError:
+                for item in group:
+                    try:
+                        rows.append(_encode(model, kind, [item.value], args))
+                        done.append(item)
+                    except InputError as exc:
+                        failures.append(Failure(item, str(exc).removeprefix("image 0: ").removeprefix("text 0 ")))
+        progress.advance(len(chunk))
+    return done, (np.concatenate(rows) if rows else None), failures
 
 
 def _jsonl(items: list[Item], embeddings: np.ndarray) -> str:
@@ -156,20 +184,33 @@ def _embed(args: argparse.Namespace) -> int:
     model = load(args.bundle, variant=args.variant, threads=args.threads)
     started = time.perf_counter()
     progress = Progress(len(items), enabled=not args.quiet and sys.stderr.isatty() and len(items) > CHUNK)
-    embeddings = embed_items(model, items, args, progress)
-    if out.suffix == ".npy":
-        buffer = io.BytesIO()
-        np.save(buffer, embeddings)
-        atomic_write_bytes(out, buffer.getvalue())
-    else:
-        atomic_write_bytes(out, _jsonl(items, embeddings).encode("utf-8"))
+    done, embeddings, failures = embed_items(model, items, args, progress)
+    if embeddings is not None:
+        if out.suffix == ".npy":
+            buffer = io.BytesIO()
+            np.save(buffer, embeddings)
+            atomic_write_bytes(out, buffer.getvalue())
+        else:
+            atomic_write_bytes(out, _jsonl(done, embeddings).encode("utf-8"))
     seconds = time.perf_counter() - started
-    texts = sum(1 for i in items if i.kind == "text")
-    print(
-        f"embedded {texts} texts and {len(items) - texts} images in {seconds:.2f} s -> {out} "
-        f"(shape {tuple(embeddings.shape)}, {embeddings.dtype})",
-        file=sys.stderr,
-    )
+    texts = sum(1 for i in done if i.kind == "text")
+    if embeddings is not None:
+        print(f"embedded {texts} texts and {len(done) - texts} images in {seconds:.2f} s -> {out} "
+              f"(shape {tuple(embeddings.shape)}, {embeddings.dtype})", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(items)} inputs failed and are not in the output"
+              f"{' (rows of .npy follow the input order without them)' if out.suffix == '.npy' else ''}:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure.item.kind} {failure.item.source}: {failure.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    bundle = Bundle.open(args.bundle)
+    entries = bundle.all_files()
+    bundle.check_files(entries, verify_hash=True)  # raises BundleError listing every bad file
+    print(f"{len(entries)} files match their sha256 in {bundle.directory / 'manifest.json'}")
     return 0
 
 
@@ -184,6 +225,10 @@ def parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="what a bundle contains")
     info.add_argument("bundle", type=Path)
     info.set_defaults(run=_info)
+
+    verify = sub.add_parser("verify", help="check every file of a bundle against the manifest's sha256")
+    verify.add_argument("bundle", type=Path)
+    verify.set_defaults(run=_verify)
 
     embed = sub.add_parser("embed", help="embed texts and images into .npy or .jsonl")
     embed.add_argument("bundle", type=Path)

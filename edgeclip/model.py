@@ -15,7 +15,7 @@ from ._types import FloatArray, ImageInput, OutputPrecision
 from .bundle import Bundle, Tower, Variant
 from .errors import BundleError, InputError
 from .postprocess import check_precision, check_truncate_dim, to_precision, truncate_and_normalize
-from .preprocess import preprocess_images
+from .preprocess import DEFAULT_MAX_PIXELS, open_image, preprocess_images
 from .session import TowerSession, check_providers
 from .tokenizer import TextTokenizer
 
@@ -38,8 +38,12 @@ class EdgeClip:
         variant: str | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.bundle = bundle
+        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be a positive int, got {max_image_pixels!r}")
+        self.max_image_pixels = max_image_pixels
         self.manifest = bundle.manifest
         self.providers = check_providers(providers)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -114,6 +118,7 @@ class EdgeClip:
         max_length: int | None = None,
         batch_size: int = 32,
         precision: OutputPrecision = "float32",
+        truncate: bool = True,
     ) -> np.ndarray:
         """Embed texts.
 
@@ -125,6 +130,12 @@ class EdgeClip:
                 longer texts are truncated, keeping </s>.
             batch_size: texts per session call; batches are formed from length-sorted texts.
             precision: "float32", "float16", or packed sign bits "binary"/"ubinary".
+            truncate: True cuts texts longer than max_length (keeping </s>); False raises
+                InputError naming every text that is too long.
+
+        Empty and whitespace-only strings embed as "<s></s>"; control and zero-width characters
+        go to the tokenizer as they are. Non-str items and strings that are not valid Unicode
+        (lone surrogates) raise InputError naming their index.
 
         Returns:
             (N, D) array in input order: unit-norm float rows, or (N, D/8) packed bytes.
@@ -137,6 +148,12 @@ class EdgeClip:
         _check_batch_size(batch_size)
         session = self._session("text")
         dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
+        if not truncate:
+            lengths = tokenizer.lengths([prefix + text for text in items])
+            too_long = [f"text {i} ({n} tokens)" for i, n in enumerate(lengths) if n > limit]
+            if too_long:
+                raise InputError(f"{', '.join(too_long[:10])}{' ...' if len(too_long) > 10 else ''} exceed max_length "
+                                 f"{limit}; shorten them, raise max_length (up to {tokenizer.spec.max_length}) or pass truncate=True")
         ids = tokenizer.encode([prefix + text for text in items], limit)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
         embeddings = np.empty((len(ids), session.variant.output_dim), dtype=np.float32)
@@ -146,6 +163,19 @@ class EdgeClip:
             outputs = session.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
             embeddings[chunk] = outputs[session.variant.outputs[0].name]
         return to_precision(_finish(embeddings, dim, session.variant), precision)
+
+    def _check_images(self, items: list[Any], exif_transpose: bool) -> list[Any]:
+        """Decode every input once before any model compute; the first bad one raises with its index.
+
+        Decoding is milliseconds per image against seconds of model time, so the check is cheap.
+        """
+        items = _read_streams(items)
+        for index, item in enumerate(items):
+            try:
+                open_image(item, exif_transpose, self.max_image_pixels)
+            except InputError as exc:
+                raise InputError(f"image {index}: {exc}") from exc
+        return items
 
     def encode_image(
         self,
@@ -178,14 +208,30 @@ class EdgeClip:
         _check_batch_size(batch_size)
         session = self._session("vision")
         dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
+        items = self._check_images(items, exif_transpose)
         embeddings = np.empty((len(items), session.variant.output_dim), dtype=np.float32)
         for start in range(0, len(items), batch_size):
             try:
-                pixels = preprocess_images(items[start : start + batch_size], spec, exif_transpose)
+                pixels = preprocess_images(items[start : start + batch_size], spec, exif_transpose, self.max_image_pixels)
             except InputError as exc:  # re-number: the batch's index -> the caller's index
                 raise InputError(_renumber(str(exc), start)) from exc
             embeddings[start : start + batch_size] = session.run({"pixel_values": pixels})[session.variant.outputs[0].name]
         return to_precision(_finish(embeddings, dim, session.variant), precision)
+
+
+def _read_streams(items: list[Any]) -> list[Any]:
+    """File objects become bytes, so each image can be decoded twice (checked, then embedded)."""
+    out = []
+    for index, item in enumerate(items):
+        if hasattr(item, "read") and not isinstance(item, (str, os.PathLike, bytes, bytearray)):
+            try:
+                item = item.read()
+            except (OSError, ValueError) as exc:
+                raise InputError(f"image {index}: cannot read the given file object: {exc}") from exc
+            if not isinstance(item, (bytes, bytearray)):
+                raise InputError(f"image {index}: the file object returned {type(item).__name__}; open it in binary mode ('rb')")
+        out.append(item)
+    return out
 
 
 def _finish(embeddings: FloatArray, dim: int, variant: Variant) -> FloatArray:
@@ -223,7 +269,13 @@ def _as_texts(value: Any) -> list[str]:
     items = _as_list(value, "text", lambda v: isinstance(v, str))
     for index, item in enumerate(items):
         if not isinstance(item, str):
-            raise InputError(f"text {index} is {type(item).__name__}, expected str")
+            hint = "; decode bytes first, e.g. data.decode('utf-8')" if isinstance(item, (bytes, bytearray)) else ""
+            raise InputError(f"text {index} is {type(item).__name__}, expected str{hint}")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(f"text {index} is not valid Unicode ({exc.reason} at position {exc.start}); "
+                             "clean it first, e.g. text.encode('utf-8', 'replace').decode('utf-8')") from exc
     return items
 
 
@@ -238,6 +290,7 @@ def load(
     variant: str | None = None,
     threads: int | None = None,
     providers: Sequence[str] | None = None,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> EdgeClip:
     """Open a bundle. Nothing heavy happens until the first encode call of each tower.
 
@@ -247,5 +300,8 @@ def load(
         threads: ONNX Runtime intra-op threads (None: one per physical core).
         providers: ONNX Runtime execution providers, checked against the installed ones;
             None means CPUExecutionProvider.
+        max_image_pixels: images with more pixels (read from the header, before decoding) raise
+            InputError: a guard against decompression bombs. Default 64 MP.
     """
-    return EdgeClip(Bundle.open(bundle_dir), variant=variant, threads=threads, providers=providers)
+    return EdgeClip(Bundle.open(bundle_dir), variant=variant, threads=threads, providers=providers,
+                    max_image_pixels=max_image_pixels)

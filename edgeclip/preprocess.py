@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from .bundle import VisionSpec
 from .errors import InputError
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC}
+# Decompression-bomb guard, checked from the header before decoding: 64 MP is a 9000x7000 photo.
+DEFAULT_MAX_PIXELS = 64_000_000
+# Above this many resized pixels (a 1xN strip becomes 512 x 512N) only the crop window is resampled.
+_FULL_RESIZE_LIMIT = 16_000_000
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
 def shortest_side_size(width: int, height: int, target: int) -> tuple[int, int]:
@@ -43,11 +49,12 @@ def to_normalized_chw(image: Image.Image, mean: Sequence[float], std: Sequence[f
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def open_image(source: ImageInput, exif_transpose: bool = True) -> Image.Image:
+def open_image(source: ImageInput, exif_transpose: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Any accepted input -> an RGB PIL image (fully decoded; files are closed).
 
     exif_transpose=True applies the EXIF orientation tag (what a person sees); False matches the
-    upstream reference, which ignores it.
+    upstream reference, which ignores it. Animated files give their first frame; alpha is dropped
+    (as the reference's convert("RGB") does); 16-bit images are scaled to 8 bits.
     """
     if isinstance(source, Image.Image):
         image = source
@@ -56,31 +63,51 @@ def open_image(source: ImageInput, exif_transpose: bool = True) -> Image.Image:
             raise InputError(f"an image array must be HxWx3 uint8, got shape {source.shape} dtype {source.dtype}")
         image = Image.fromarray(source, mode="RGB")
     elif isinstance(source, (bytes, bytearray)):
-        image = _decode(io.BytesIO(source), "the given bytes")
+        image = _decode(io.BytesIO(source), "the given bytes", max_pixels)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise InputError(f"image file {str(path)!r} does not exist")
         with open(path, "rb") as handle:
-            image = _decode(handle, repr(str(path)))
+            image = _decode(handle, repr(str(path)), max_pixels)
     elif hasattr(source, "read"):
-        image = _decode(source, "the given file object")
+        image = _decode(source, "the given file object", max_pixels)
     else:
         raise InputError(
             f"unsupported image input of type {type(source).__name__}; pass a path, bytes, a binary file, "
             "a PIL image or an HxWx3 uint8 array"
         )
+    _check_pixels(image.width, image.height, max_pixels, "the image")
     if exif_transpose:
         image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
+    if image.mode in _SIXTEEN_BIT_MODES:  # convert("RGB") would clip 16-bit values at 255
+        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).round().astype(np.uint8))
+    with warnings.catch_warnings():  # palette transparency is dropped on purpose, like the reference
+        warnings.filterwarnings("ignore", "Palette images with Transparency", UserWarning)
+        return image.convert("RGB")
 
 
-def _decode(stream, what: str) -> Image.Image:  # noqa: ANN001 - any binary file-like object
+def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    if width < 1 or height < 1:
+        raise InputError(f"{what} is {width}x{height}: it has no pixels")
+    if width * height > max_pixels:
+        raise InputError(f"{what} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+                         "(a decompression-bomb guard); pass max_image_pixels= to raise it for inputs you trust")
+
+
+def _decode(stream, what: str, max_pixels: int) -> Image.Image:  # noqa: ANN001 - any binary file-like object
     try:
-        image = Image.open(stream)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+            image = Image.open(stream)
+        _check_pixels(image.width, image.height, max_pixels, what)  # from the header, before decoding
         image.load()  # decode now, while the file is open, so errors surface here
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot decode {what} as an image: {exc}") from exc
+    except Image.DecompressionBombError as exc:  # PIL's own hard limit (2 x PIL.Image.MAX_IMAGE_PIXELS)
+        raise InputError(f"{what} is too large to decode safely ({exc}); images this large also need "
+                         "PIL.Image.MAX_IMAGE_PIXELS raised") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot decode {what} as an image ({type(exc).__name__}: {exc}); "
+                         "is it a complete JPEG/PNG/WebP/GIF/BMP/TIFF file?") from exc
     return image
 
 
@@ -88,21 +115,36 @@ def preprocess_image(image: Image.Image, spec: VisionSpec) -> FloatArray:
     """One RGB image -> (3, S, S) float32."""
     size = spec.image_size
     new_size = shortest_side_size(image.width, image.height, size)
+    resample = _RESAMPLE[spec.interpolation]
+    if new_size[0] * new_size[1] > _FULL_RESIZE_LIMIT:
+        # Extreme aspect ratios (beyond ~1:61): resample only the crop window (plus a margin, as PIL
+        # clamps filter support at the box edge) instead of a 512 x 30000+ intermediate. PIL's box
+        # resize rounds its coefficients differently: pixels differ from resize-then-crop by ~0.4/255
+        # on average (at most ~25/255); the reference itself would need gigabytes here.
+        left, top, right, bottom = center_crop_box(*new_size, size)
+        margin = 16
+        box = (max(left - margin, 0), max(top - margin, 0), min(right + margin, new_size[0]), min(bottom + margin, new_size[1]))
+        sx, sy = image.width / new_size[0], image.height / new_size[1]
+        window = image.resize((box[2] - box[0], box[3] - box[1]), resample,
+                              box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
+        image = window.crop((left - box[0], top - box[1], left - box[0] + size, top - box[1] + size))
+        return to_normalized_chw(image, spec.mean, spec.std)
     if new_size != image.size:
-        image = image.resize(new_size, _RESAMPLE[spec.interpolation])
+        image = image.resize(new_size, resample)
     if image.size != (size, size):
         image = image.crop(center_crop_box(image.width, image.height, size))
     return to_normalized_chw(image, spec.mean, spec.std)
 
 
-def preprocess_images(images: Sequence[ImageInput], spec: VisionSpec, exif_transpose: bool = True) -> FloatArray:
+def preprocess_images(images: Sequence[ImageInput], spec: VisionSpec, exif_transpose: bool = True,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> FloatArray:
     """Inputs -> (N, 3, S, S) float32; an InputError names the index of the first bad input."""
     if spec.interpolation not in _RESAMPLE or spec.resize_mode != "shortest" or spec.crop != "center":
         raise InputError(f"bundle asks for {spec.resize_mode}/{spec.interpolation}/{spec.crop} preprocessing, which this edgeclip does not implement")
     batch = np.empty((len(images), 3, spec.image_size, spec.image_size), dtype=np.float32)
     for index, source in enumerate(images):
         try:
-            batch[index] = preprocess_image(open_image(source, exif_transpose), spec)
+            batch[index] = preprocess_image(open_image(source, exif_transpose, max_pixels), spec)
         except InputError as exc:
             raise InputError(f"image {index}: {exc}") from exc
     return batch

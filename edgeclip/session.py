@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import onnxruntime as ort
 
-from .bundle import Bundle, TensorSpec, Tower, Variant
+from .bundle import Bundle, TensorSpec, Tower, Variant, check_relative_path
 from .errors import BundleError
 
 # ORT reports element types as "tensor(float)" etc.; the manifest uses numpy names.
@@ -21,6 +23,49 @@ _ORT_TO_NUMPY = {
     "tensor(int8)": "int8",
     "tensor(bool)": "bool",
 }
+
+
+# How ONNX serializes an external-data entry's key: StringStringEntryProto field 1 = "location".
+_LOCATION_KEY = b"\x0a\x08location\x12"
+
+
+def external_data_locations(graph: Path) -> list[str]:
+    """The external-data file names an ONNX graph points at, read from its bytes without onnx.
+
+    The value follows the key as field 2: a varint length, then UTF-8. Memory-mapped, so a large
+    graph with inline weights costs page cache, not a copy.
+    """
+    locations: set[str] = set()
+    with open(graph, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        at = data.find(_LOCATION_KEY)
+        while at != -1:
+            cursor, length, shift = at + len(_LOCATION_KEY), 0, 0
+            while cursor < len(data) and shift < 35:  # varint
+                byte = data[cursor]
+                length |= (byte & 0x7F) << shift
+                cursor, shift = cursor + 1, shift + 7
+                if not byte & 0x80:
+                    break
+            locations.add(bytes(data[cursor : cursor + length]).decode("utf-8", "replace"))
+            at = data.find(_LOCATION_KEY, cursor)
+    return sorted(locations)
+
+
+def check_external_data(bundle: Bundle, variant: Variant, graph: Path) -> None:
+    """Every external-data location must be a file of this variant, inside the bundle (no '..', no absolute path)."""
+    listed = {f.path for f in variant.files}
+    graph_dir = PurePosixPath(variant.graph).parent
+    for location in external_data_locations(graph):
+        relative = str(graph_dir / location) if str(graph_dir) != "." else location
+        try:
+            check_relative_path(location)
+            bundle.path(relative)
+        except BundleError as exc:
+            raise BundleError(f"graph {variant.graph} points its weights at {location!r}, outside the bundle; refusing "
+                              f"to load it (a tampered or hand-edited graph): {exc}") from exc
+        if relative not in listed:
+            raise BundleError(f"graph {variant.graph} reads weights from {location!r}, which the manifest does not list "
+                              "for this variant; rebuild the bundle")
 
 
 def check_providers(requested: Sequence[str] | None) -> list[str]:
@@ -63,6 +108,7 @@ class TowerSession:
         self.variant: Variant = bundle.variant(tower, variant_name)
         bundle.check_files(self.variant.files)
         graph_path = bundle.path(self.variant.graph)
+        check_external_data(bundle, self.variant, graph_path)
         try:
             self.session = ort.InferenceSession(
                 str(graph_path), sess_options=session_options(threads), providers=check_providers(providers)

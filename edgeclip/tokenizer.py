@@ -58,6 +58,10 @@ class TextTokenizer:
             ids.append(row)
         return ids
 
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts with <s>/</s>, before any truncation."""
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+
     def pad(self, rows: Sequence[Sequence[int]]) -> TokenBatch:
         width = max(len(r) for r in rows)
         input_ids = np.full((len(rows), width), self.spec.pad_token_id, dtype=np.int64)
