@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from .postprocess import PRECISIONS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 CHUNK = 64  # inputs per encode call, so progress can be reported
+_ITEM_ERROR = re.compile(r"^(text|image) \d+")  # InputErrors about one input start by naming it
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,9 @@ def embed_items(model: EdgeClip, items: list[Item], args: argparse.Namespace,
             try:
                 rows.append(_encode(model, kind, [i.value for i in group], args))
                 done += group
-            except InputError:
+            except InputError as exc:
+                if not _ITEM_ERROR.match(str(exc)):
+                    raise  # about the call (--dim, --task, ...), not one input: exit 2
                 for item in group:
                     try:
                         rows.append(_encode(model, kind, [item.value], args))
