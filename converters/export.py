@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from .config import ClipConfig
+from .fusion import fuse_attention
+from .reference.attention import PLACEHOLDER_DOMAIN
 from .specs import ExportSpec
 
 # Protobuf cannot hold more than 2 GiB; stay clear of it and move weights to one side file.
@@ -80,11 +82,13 @@ def export_tower(model: nn.Module, cfg: ClipConfig, spec: ExportSpec, out_path: 
                 dynamic_axes=spec.dynamic_axes(),
                 opset_version=spec.opset,
                 do_constant_folding=True,
+                custom_opsets={PLACEHOLDER_DOMAIN: 1},
                 dynamo=False,
             )
         proto = onnx.load(str(raw))  # also reads any per-tensor files torch wrote for big models
     proto.producer_name = "edgeclip.converters"
     share_large_constants(proto)
+    fuse_attention(proto)
     weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
     if weight_bytes > EXTERNAL_DATA_THRESHOLD:
         onnx.save_model(

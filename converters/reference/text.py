@@ -11,10 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TextTowerConfig
+from .attention import attention
 
-# The official code adds -10000 (not -inf) to padded keys; with at least one real key per row the
-# softmax is identical, and a finite value keeps exported graphs free of inf arithmetic.
-PADDED_KEY_BIAS = -10000.0
 
 
 class TextEmbeddings(nn.Module):
@@ -38,7 +36,7 @@ def rotary_cos_sin(seq_len: int | Tensor, head_dim: int, base: float) -> tuple[T
 
 
 def apply_rotary_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: [B, H, L, D]; rotate_half(x) = concat(-x[D/2:], x[:D/2])."""
+    """x: [..., L, H, D] with cos/sin [L, 1, D]; rotate_half(x) = concat(-x[D/2:], x[:D/2])."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
@@ -52,16 +50,15 @@ class TextSelfAttention(nn.Module):
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, hidden: Tensor, key_bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         batch, seq_len, width = hidden.shape
         # Output rows are laid out (three, heads, head_dim): q rows first, then k, then v.
         qkv = self.Wqkv(hidden).view(batch, seq_len, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, L, D]
-        q = apply_rotary_half(q, cos, sin)
-        k = apply_rotary_half(k, cos, sin)
-        scores = torch.matmul(q, (k * self.head_dim**-0.5).transpose(-1, -2)) + key_bias
-        context = torch.matmul(scores.softmax(dim=-1), v)  # [B, H, L, D]
-        return self.out_proj(context.transpose(1, 2).reshape(batch, seq_len, width))
+        q, k, v = qkv.unbind(2)  # each [B, L, H, D]; RoPE tables [L, 1, D] broadcast over heads
+        q = apply_rotary_half(q, cos, sin).reshape(batch, seq_len, width)
+        k = apply_rotary_half(k, cos, sin).reshape(batch, seq_len, width)
+        context = attention(q, k, v.reshape(batch, seq_len, width), self.num_heads, mask)
+        return self.out_proj(context)
 
 
 class TextMLP(nn.Module):
@@ -84,8 +81,8 @@ class TextBlock(nn.Module):
         self.mlp = TextMLP(cfg)
         self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, hidden: Tensor, key_bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        hidden = self.norm1(hidden + self.mixer(hidden, key_bias, cos, sin))
+    def forward(self, hidden: Tensor, mask: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        hidden = self.norm1(hidden + self.mixer(hidden, mask, cos, sin))
         return self.norm2(hidden + self.mlp(hidden))
 
 
@@ -115,11 +112,10 @@ class TextTower(nn.Module):
         hidden = self.emb_ln(self.embeddings(input_ids))
         # Follow the weights' device and dtype (no-ops for the fp32 CPU export; used by the GPU reference).
         mask = attention_mask.to(hidden.dtype)  # [B, L]
-        key_bias = ((1.0 - mask) * PADDED_KEY_BIAS)[:, None, None, :]  # [B, 1, 1, L]
         cos, sin = rotary_cos_sin(input_ids.shape[1], self.config.head_dim, self.config.rotary_base)
-        cos, sin = cos.to(hidden.device, hidden.dtype), sin.to(hidden.device, hidden.dtype)
+        cos, sin = cos.to(hidden.device, hidden.dtype)[:, None, :], sin.to(hidden.device, hidden.dtype)[:, None, :]
         for layer in self.encoder.layers:
-            hidden = layer(hidden, key_bias, cos, sin)
+            hidden = layer(hidden, mask, cos, sin)
         # Masked mean over real tokens; no clamp, as upstream (every row has at least <s>).
         summed = (hidden * mask[:, :, None]).sum(dim=1)
         return summed / mask.sum(dim=1, keepdim=True)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import VisionTowerConfig
+from .attention import attention
 
 
 def rope_2d_tables(cfg: VisionTowerConfig) -> tuple[Tensor, Tensor]:
@@ -60,21 +61,17 @@ class VisionAttention(nn.Module):
         self.inner_attn_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.proj = nn.Linear(cfg.width, cfg.width)
 
-    def _heads(self, x: Tensor) -> Tensor:
-        batch, tokens, _ = x.shape
-        return x.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, N, D]
+    def _rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """[B, N, width] -> the same with RoPE on every token but CLS (token 0), per head."""
+        batch, tokens, width = x.shape
+        heads = x.view(batch, tokens, self.num_heads, self.head_dim)  # tables [N-1, 1, D] broadcast over heads
+        rotated = torch.cat([heads[:, :1], apply_rotary_interleaved(heads[:, 1:], cos, sin)], dim=1)
+        return rotated.reshape(batch, tokens, width)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        batch, tokens, width = x.shape
-        q = self._heads(self.q_proj(x) + self.q_bias)
-        k = self._heads(self.k_proj(x))
-        v = self._heads(self.v_proj(x) + self.v_bias)
-        # Token 0 is CLS and stays unrotated.
-        q = torch.cat([q[:, :, :1], apply_rotary_interleaved(q[:, :, 1:], cos, sin)], dim=2)
-        k = torch.cat([k[:, :, :1], apply_rotary_interleaved(k[:, :, 1:], cos, sin)], dim=2)
-        scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2))
-        context = torch.matmul(scores.softmax(dim=-1), v)
-        context = context.transpose(1, 2).reshape(batch, tokens, width)
+        q = self._rotate(self.q_proj(x) + self.q_bias, cos, sin)
+        k = self._rotate(self.k_proj(x), cos, sin)
+        context = attention(q, k, self.v_proj(x) + self.v_bias, self.num_heads)
         return self.proj(self.inner_attn_ln(context))
 
 
@@ -125,6 +122,7 @@ class VisionTower(nn.Module):
         patches = self.patch_embed(pixel_values)
         cls = self.cls_token.expand(patches.shape[0], -1, -1)
         x = torch.cat([cls, patches], dim=1) + self.pos_embed
+        cos, sin = self.rope_cos[:, None, :], self.rope_sin[:, None, :]
         for block in self.blocks:
-            x = block(x, self.rope_cos, self.rope_sin)
+            x = block(x, cos, sin)
         return self.norm(x)[:, 0]
