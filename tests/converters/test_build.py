@@ -174,3 +174,22 @@ def test_large_constants_are_stored_once(tiny_bundle: Path) -> None:
     assert big_constants == []
     rope = [t for t in model.graph.initializer if tuple(t.dims) in ((1296, 16), (1296, 1, 16))]
     assert len(rope) == 2  # one cos and one sin table, shared by every layer
+
+
+def test_attention_is_fused_into_multi_head_attention(tiny_bundle: Path) -> None:
+    """No Softmax left: vision has one MultiHeadAttention per layer, text an If per layer choosing
+    the flash kernel (no padding) or the masked kernel."""
+    import onnx
+
+    vision = onnx.load(str(tiny_bundle / "vision.fp32.onnx"))
+    text = onnx.load(str(tiny_bundle / "text.fp32.onnx"))
+    layers = 2
+    assert [n.op_type for n in vision.graph.node].count("MultiHeadAttention") == layers
+    selects = [n for n in text.graph.node if n.op_type == "If"]
+    assert len(selects) == layers
+    for node in selects:
+        branches = {a.name: a.g for a in node.attribute}
+        assert [len(n.input) for n in branches["then_branch"].node] == [3]  # q, k, v: flash kernel
+        assert [n.input[4] for n in branches["else_branch"].node][0].endswith("_int32")  # key padding mask
+    for graph in (vision.graph, text.graph):
+        assert not any(n.op_type in ("Softmax", "Attention") and n.domain in ("", "edgeclip") for n in graph.node)

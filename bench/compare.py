@@ -1,0 +1,52 @@
+"""Two graphs of the same tower, timed side by side in one process: A, B, A, B, ... (one change at a time).
+
+    python -m bench.compare OLD.onnx NEW.onnx --tower vision --batch 1 [--tokens 16] [--threads 2] [--rounds 5]
+
+Prints the median latency of each and the ratio OLD/NEW (> 1: NEW is faster), plus max |diff| of outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from .worker import pixel_inputs, text_inputs
+
+
+def session(path: str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("--tower", choices=("text", "vision"), required=True)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    feeds = text_inputs(args.batch, args.tokens) if args.tower == "text" else pixel_inputs(args.batch)
+    sessions = {"old": session(args.old, args.threads), "new": session(args.new, args.threads)}
+    outputs = {name: s.run(None, feeds)[0] for name, s in sessions.items()}  # warm-up
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    for _ in range(args.rounds):
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, feeds)
+            times[name].append(time.perf_counter() - start)
+    old, new = statistics.median(times["old"]), statistics.median(times["new"])
+    shape = f"{args.tower} batch {args.batch}" + (f" x {args.tokens} tokens" if args.tower == "text" else "")
+    print(f"{shape}, {args.threads} threads, {args.rounds} rounds: old {old * 1e3:.1f} ms, new {new * 1e3:.1f} ms, "
+          f"old/new {old / new:.3f}; max |diff| {np.abs(outputs['old'] - outputs['new']).max():.2e}")
+
+
+if __name__ == "__main__":
+    main()
