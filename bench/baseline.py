@@ -15,6 +15,7 @@ import onnxruntime as ort
 import torch
 
 from converters.checkpoint import load_reference, resolve_source
+from converters.reference.attention import unfused_export
 from edgeclip.bundle import Bundle
 from edgeclip.session import TowerSession
 
@@ -32,7 +33,7 @@ def export_plain(model: torch.nn.Module, tower: str, out: Path) -> Path:
     feeds = _feeds(tower)
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     dynamic = {name: {0: "batch", 1: "seq"} if tower == "text" else {0: "batch"} for name in INPUT_NAMES[tower]}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), unfused_export():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, args, str(out), input_names=INPUT_NAMES[tower], output_names=["embeds"],
                           dynamic_axes=dynamic, dynamo=False, external_data=tower == "text")

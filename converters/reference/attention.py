@@ -8,6 +8,10 @@ com.microsoft.MultiHeadAttention: on the CPU that runs a flash-attention kernel 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -52,13 +56,26 @@ class _MaskedAttention(torch.autograd.Function):
         return out
 
 
+_emit_placeholder = contextvars.ContextVar("emit_attention_placeholder", default=True)
+
+
+@contextlib.contextmanager
+def unfused_export() -> Iterator[None]:
+    """Export attention as plain MatMul/Softmax ops (what a hand-made export gets; for baselines)."""
+    token = _emit_placeholder.set(False)
+    try:
+        yield
+    finally:
+        _emit_placeholder.reset(token)
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int, key_mask: Tensor | None = None) -> Tensor:
     """q, k, v: [B, N, heads*head_dim], RoPE already applied -> [B, N, heads*head_dim].
 
     key_mask: [B, N], 1 for real tokens and 0 for padding (padded keys get PADDED_KEY_BIAS).
     Scale 1/sqrt(head_dim), as both towers use.
     """
-    if torch.onnx.is_in_onnx_export():
+    if torch.onnx.is_in_onnx_export() and _emit_placeholder.get():
         if key_mask is None:
             return _Attention.apply(q, k, v, num_heads)
         return _MaskedAttention.apply(q, k, v, key_mask, num_heads)
