@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .export import EXTERNAL_DATA_THRESHOLD
+from .export import save_graph
 
 
 @dataclass(frozen=True)
@@ -87,17 +87,6 @@ def quantize_embedding_tables(model: onnx.ModelProto) -> int:
     return count
 
 
-def _save(model: onnx.ModelProto, out_path: Path) -> list[Path]:
-    weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
-    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
-        data_name = out_path.name + ".data"
-        onnx.save_model(model, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-        return [out_path, out_path.with_name(data_name)]
-    onnx.save_model(model, str(out_path))
-    return [out_path]
-
-
 def quantize_graph(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> list[Path]:
     """Write the recipe's variant of `fp32_path` to `out_path` (+ external data if large). Returns the files."""
     if recipe.precision == "fp16":
@@ -126,4 +115,4 @@ def quantize_graph(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> list
         raise ValueError(f"unknown precision {recipe.precision!r}")
     if recipe.int8_embedding_table:
         quantize_embedding_tables(model)
-    return _save(model, out_path)
+    return save_graph(model, out_path)

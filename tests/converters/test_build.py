@@ -11,7 +11,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from converters import export as export_module  # noqa: E402
 from converters import validate as validate_module  # noqa: E402
 from converters.build import BuildOptions, build_bundle  # noqa: E402
 from converters.checkpoint import load_reference, resolve_source  # noqa: E402
@@ -103,8 +102,7 @@ def test_bundle_files_are_readable_by_everyone(tiny_bundle: Path) -> None:
         assert path.stat().st_mode & stat.S_IROTH, path
 
 
-def test_large_graphs_use_one_external_data_file(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(export_module, "EXTERNAL_DATA_THRESHOLD", 0)  # treat the tiny graph as "over 2 GB"
+def test_graphs_keep_weights_in_one_external_data_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
     bundle = build_bundle(str(tiny_checkpoint), tmp_path / "ext", BuildOptions(towers=("vision",)))
     variant = bundle.variant("vision", "fp32")
     assert [f.path for f in variant.files] == ["vision.fp32.onnx", "vision.fp32.onnx.data"]
