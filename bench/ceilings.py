@@ -1,7 +1,8 @@
 """The machine's own ceilings, measured with ONNX Runtime in the same run as the towers.
 
-fp32 MatMul and u8 x s8 MatMulInteger throughput at the towers' shapes, and the bandwidth at
-which a single row streams weights bigger than the last-level cache (what a short query costs).
+fp32 MatMul and u8 x s8 MatMulInteger throughput at the towers' shapes with weights in cache, the
+bandwidth at which a single row streams weights bigger than the last-level cache, and the int8
+throughput at 16 rows when the weights stream from memory as a short text query's do.
 """
 
 from __future__ import annotations
@@ -55,35 +56,46 @@ def gemm_gflops(rows: int, k: int, n: int, kind: str, threads: int, repeats: int
     return 2 * rows * k * n / seconds / 1e9
 
 
-def streaming_gbps(kind: str, threads: int, total_mb: int = 256, repeats: int = 7) -> float:
-    """GB/s of weights read by one row through a chain of 1024x4096 / 4096x1024 MatMuls (far over L3)."""
+# The text tower's four linear shapes per layer: Wqkv, out_proj, fc1, fc2 (K x N).
+TEXT_LAYER_SHAPES = ((HIDDEN, 3 * HIDDEN), (HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN))
+
+
+def streamed_chain(kind: str, rows: int, threads: int, total_mb: int = 200, repeats: int = 7) -> tuple[float, float]:
+    """(GB/s of weights, GFLOP/s) for `rows` rows through the text tower's linear shapes with distinct weights.
+
+    Every layer has its own weights, ~`total_mb` in all (far over the 32 MiB L3), so each call streams
+    them from memory as the tower does: the GEMM-only ceiling of a short query. int8 runs
+    DynamicQuantizeMatMul, the node the int8 graphs use (activation quantization included).
+    """
     rng = np.random.default_rng(0)
     bytes_per = 4 if kind == "fp32" else 1
-    layers = max(2, total_mb * 2**20 // (HIDDEN * FFN * bytes_per) // 2 * 2)
-    nodes, inits, name = [], [], "x"
-    for i in range(layers):
-        k, n = (HIDDEN, FFN) if i % 2 == 0 else (FFN, HIDDEN)
-        if kind == "fp32":
-            inits.append(numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32) / k**0.5, f"w{i}"))
-            nodes.append(helper.make_node("MatMul", [name, f"w{i}"], [f"h{i}"]))
-        else:  # DynamicQuantizeMatMul: what the int8 graphs run
-            inits += [numpy_helper.from_array(rng.integers(-64, 64, (k, n), dtype=np.int8), f"w{i}"),
-                      numpy_helper.from_array(np.full((n,), 0.01, np.float32), f"s{i}")]
-            nodes.append(helper.make_node("DynamicQuantizeMatMul", [name, f"w{i}", f"s{i}"], [f"h{i}"], domain="com.microsoft"))
-        name = f"h{i}"
-    graph = helper.make_graph(nodes, "stream", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, HIDDEN])],
-                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, HIDDEN])], inits)
+    layer_bytes = sum(k * n for k, n in TEXT_LAYER_SHAPES) * bytes_per
+    layers = max(2, total_mb * 2**20 // layer_bytes)
+    nodes, inits, outputs = [], [], []
+    for layer in range(layers):
+        for j, (k, n) in enumerate(TEXT_LAYER_SHAPES):
+            w, y, x = f"w{layer}_{j}", f"y{layer}_{j}", f"x{k}"
+            if kind == "fp32":
+                inits.append(numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32) / k**0.5, w))
+                nodes.append(helper.make_node("MatMul", [x, w], [y]))
+            else:
+                inits += [numpy_helper.from_array(rng.integers(-64, 64, (k, n), dtype=np.int8), w),
+                          numpy_helper.from_array(np.full((n,), 0.01, np.float32), f"s{layer}_{j}")]
+                nodes.append(helper.make_node("DynamicQuantizeMatMul", [x, w, f"s{layer}_{j}"], [y], domain="com.microsoft"))
+            outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [rows, n]))
+    inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [rows, k]) for k in (HIDDEN, FFN)]
+    graph = helper.make_graph(nodes, "stream", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    x = rng.standard_normal((1, HIDDEN)).astype(np.float32)
-    seconds = _median_seconds(lambda: session.run(None, {"x": x}), repeats)
-    return layers * HIDDEN * FFN * bytes_per / seconds / 1e9
+    feed = {f"x{k}": rng.standard_normal((rows, k)).astype(np.float32) for k in (HIDDEN, FFN)}
+    seconds = _median_seconds(lambda: session.run(None, feed), repeats)
+    return layers * layer_bytes / seconds / 1e9, 2 * rows * layers * layer_bytes / bytes_per / seconds / 1e9
 
 
 def measure_ceilings(threads_list: tuple[int, ...] = (1, 2)) -> dict[str, dict[str, float]]:
-    """{"threads=N": {"fp32_gflops@1297": ..., "int8_gops@1297": ..., "int8_gops@16": ..., ...}}."""
+    """{"threads=N": {"fp32_gflops@1297": ..., "int8_gflops@16": ..., "int8_gflops@16_streamed": ..., ...}}."""
     out = {}
     for threads in threads_list:
         figures = {}
@@ -92,8 +104,9 @@ def measure_ceilings(threads_list: tuple[int, ...] = (1, 2)) -> dict[str, dict[s
                 # Average the tower's two GEMM shapes (attention/out-proj 1024x1024, MLP 1024x4096).
                 values = [gemm_gflops(rows, k, n, kind, threads) for k, n in ((HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN))]
                 figures[f"{kind}_gflops@{rows}"] = statistics.mean(values)
-        figures["fp32_stream_gbps"] = streaming_gbps("fp32", threads)
-        figures["int8_stream_gbps"] = streaming_gbps("int8", threads)
+        for kind in ("fp32", "int8"):
+            figures[f"{kind}_stream_gbps"] = streamed_chain(kind, 1, threads)[0]
+        figures["int8_gflops@16_streamed"] = streamed_chain("int8", 16, threads)[1]
         out[f"threads={threads}"] = figures
     return out
 

@@ -1,6 +1,9 @@
 """Two graphs of the same tower, timed side by side in one process: A, B, A, B, ... (one change at a time).
 
-    python -m bench.compare OLD.onnx NEW.onnx --tower vision --batch 1 [--tokens 16] [--threads 2] [--rounds 5]
+Each turn starts with one untimed call: the other session's idle threads spin for a while after
+its last call, and timing through that would charge one graph for the other's threads.
+
+    python -m bench.compare OLD.onnx NEW.onnx --tower vision --batch 1 [--tokens 16] [--threads 2] [--rounds 5] [--reps 3]
 
 Prints the median latency of each and the ratio OLD/NEW (> 1: NEW is faster), plus max |diff| of outputs.
 """
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=3, help="timed calls per turn")
     args = parser.parse_args()
     feeds = text_inputs(args.batch, args.tokens) if args.tower == "text" else pixel_inputs(args.batch)
     sessions = {"old": session(args.old, args.threads), "new": session(args.new, args.threads)}
@@ -39,9 +43,11 @@ def main() -> None:
     times: dict[str, list[float]] = {"old": [], "new": []}
     for _ in range(args.rounds):
         for name, s in sessions.items():
-            start = time.perf_counter()
             s.run(None, feeds)
-            times[name].append(time.perf_counter() - start)
+            for _ in range(args.reps):
+                start = time.perf_counter()
+                s.run(None, feeds)
+                times[name].append(time.perf_counter() - start)
     old, new = statistics.median(times["old"]), statistics.median(times["new"])
     shape = f"{args.tower} batch {args.batch}" + (f" x {args.tokens} tokens" if args.tower == "text" else "")
     print(f"{shape}, {args.threads} threads, {args.rounds} rounds: old {old * 1e3:.1f} ms, new {new * 1e3:.1f} ms, "

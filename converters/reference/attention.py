@@ -61,12 +61,17 @@ _emit_placeholder = contextvars.ContextVar("emit_attention_placeholder", default
 
 @contextlib.contextmanager
 def unfused_export() -> Iterator[None]:
-    """Export attention as plain MatMul/Softmax ops (what a hand-made export gets; for baselines)."""
+    """Export attention and RoPE as plain ops (what a hand-made export gets; for baselines)."""
     token = _emit_placeholder.set(False)
     try:
         yield
     finally:
         _emit_placeholder.reset(token)
+
+
+def fused_export() -> bool:
+    """True while exporting with fused ONNX Runtime ops (the default); False under unfused_export()."""
+    return torch.onnx.is_in_onnx_export() and _emit_placeholder.get()
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int, key_mask: Tensor | None = None) -> Tensor:
@@ -75,7 +80,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, num_heads: int, key_mask: Tensor 
     key_mask: [B, N], 1 for real tokens and 0 for padding (padded keys get PADDED_KEY_BIAS).
     Scale 1/sqrt(head_dim), as both towers use.
     """
-    if torch.onnx.is_in_onnx_export() and _emit_placeholder.get():
+    if fused_export():
         if key_mask is None:
             return _Attention.apply(q, k, v, num_heads)
         return _MaskedAttention.apply(q, k, v, key_mask, num_heads)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..config import TextTowerConfig
 from .attention import attention
-
+from .rotary import rotate
 
 
 class TextEmbeddings(nn.Module):
@@ -27,19 +27,10 @@ class TextEmbeddings(nn.Module):
 
 
 def rotary_cos_sin(seq_len: int | Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
-    """cos/sin tables [seq_len, head_dim] for non-interleaved ("rotate-half") RoPE, computed in fp32."""
+    """cos/sin half tables [seq_len, head_dim/2] for non-interleaved ("rotate-half") RoPE, in fp32."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    positions = torch.arange(seq_len, dtype=torch.float32)
-    angles = torch.outer(positions, inv_freq)  # [L, head_dim/2]
-    angles = torch.cat([angles, angles], dim=-1)  # [c0..c_{d/2-1}, c0..c_{d/2-1}]
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
-
-
-def apply_rotary_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: [..., L, H, D] with cos/sin [L, 1, D]; rotate_half(x) = concat(-x[D/2:], x[:D/2])."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
 
 
 class TextSelfAttention(nn.Module):
@@ -51,13 +42,12 @@ class TextSelfAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, hidden: Tensor, mask: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        batch, seq_len, width = hidden.shape
+        width = self.num_heads * self.head_dim  # a Python int, so the export's Split is constant
         # Output rows are laid out (three, heads, head_dim): q rows first, then k, then v.
-        qkv = self.Wqkv(hidden).view(batch, seq_len, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(2)  # each [B, L, H, D]; RoPE tables [L, 1, D] broadcast over heads
-        q = apply_rotary_half(q, cos, sin).reshape(batch, seq_len, width)
-        k = apply_rotary_half(k, cos, sin).reshape(batch, seq_len, width)
-        context = attention(q, k, v.reshape(batch, seq_len, width), self.num_heads, mask)
+        q, k, v = self.Wqkv(hidden).split(width, dim=-1)  # each [B, L, heads*head_dim]
+        q = rotate(q, cos, sin, self.num_heads, interleaved=False)
+        k = rotate(k, cos, sin, self.num_heads, interleaved=False)
+        context = attention(q, k, v, self.num_heads, mask)
         return self.out_proj(context)
 
 
@@ -113,7 +103,7 @@ class TextTower(nn.Module):
         # Follow the weights' device and dtype (no-ops for the fp32 CPU export; used by the GPU reference).
         mask = attention_mask.to(hidden.dtype)  # [B, L]
         cos, sin = rotary_cos_sin(input_ids.shape[1], self.config.head_dim, self.config.rotary_base)
-        cos, sin = cos.to(hidden.device, hidden.dtype)[:, None, :], sin.to(hidden.device, hidden.dtype)[:, None, :]
+        cos, sin = cos.to(hidden.device, hidden.dtype), sin.to(hidden.device, hidden.dtype)
         for layer in self.encoder.layers:
             hidden = layer(hidden, mask, cos, sin)
         # Masked mean over real tokens; no clamp, as upstream (every row has at least <s>).

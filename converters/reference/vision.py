@@ -10,31 +10,27 @@ from torch import Tensor, nn
 
 from ..config import VisionTowerConfig
 from .attention import attention
+from .rotary import rotate
 
 
 def rope_2d_tables(cfg: VisionTowerConfig) -> tuple[Tensor, Tensor]:
-    """cos/sin [grid*grid, head_width] for EVA02's interleaved 2-D RoPE (spec section 3.1).
+    """cos/sin half tables [1 + grid*grid, head_width/2] for EVA02's interleaved 2-D RoPE (spec section 3.1).
 
-    Channels [0, head_width/2) rotate by the patch row, the rest by the column; each frequency
-    appears on an adjacent (even, odd) channel pair. Positions are squeezed from the fine grid
-    into the pre-training grid (intp_freq): t_i = i / grid * pt_hw_seq_len.
+    One angle per adjacent channel pair: pairs [0, head_width/4) rotate by the patch row, the rest
+    by the column. Positions are squeezed from the fine grid into the pre-training grid
+    (intp_freq): t_i = i / grid * pt_hw_seq_len. Row 0 is the CLS token, which upstream leaves
+    unrotated: angle 0 (cos 1, sin 0) gives exactly x, so one rotation covers every token.
     """
     axis_dim = cfg.head_width // 2
     freqs = 1.0 / (cfg.rope_theta ** (torch.arange(0, axis_dim, 2, dtype=torch.float32) / axis_dim))
     grid = cfg.grid_size
     t = torch.arange(grid, dtype=torch.float32) / grid * cfg.pt_hw_seq_len
-    axis = torch.outer(t, freqs).repeat_interleave(2, dim=-1)  # [grid, axis_dim]
-    rows = axis[:, None, :].expand(grid, grid, axis_dim)
-    cols = axis[None, :, :].expand(grid, grid, axis_dim)
-    angles = torch.cat([rows, cols], dim=-1).reshape(grid * grid, cfg.head_width)
+    axis = torch.outer(t, freqs)  # [grid, axis_dim/2]
+    rows = axis[:, None, :].expand(grid, grid, -1)
+    cols = axis[None, :, :].expand(grid, grid, -1)
+    angles = torch.cat([rows, cols], dim=-1).reshape(grid * grid, axis_dim)
+    angles = torch.cat([torch.zeros(1, axis_dim), angles])  # CLS
     return angles.cos(), angles.sin()
-
-
-def apply_rotary_interleaved(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate adjacent pairs: (x0, x1) -> (x0*c - x1*s, x1*c + x0*s). x: [..., D]."""
-    pairs = x.unflatten(-1, (-1, 2))
-    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-    return x * cos + rotated * sin
 
 
 class PatchEmbed(nn.Module):
@@ -61,16 +57,9 @@ class VisionAttention(nn.Module):
         self.inner_attn_ln = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
         self.proj = nn.Linear(cfg.width, cfg.width)
 
-    def _rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """[B, N, width] -> the same with RoPE on every token but CLS (token 0), per head."""
-        batch, tokens, width = x.shape
-        heads = x.view(batch, tokens, self.num_heads, self.head_dim)  # tables [N-1, 1, D] broadcast over heads
-        rotated = torch.cat([heads[:, :1], apply_rotary_interleaved(heads[:, 1:], cos, sin)], dim=1)
-        return rotated.reshape(batch, tokens, width)
-
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        q = self._rotate(self.q_proj(x) + self.q_bias, cos, sin)
-        k = self._rotate(self.k_proj(x), cos, sin)
+        q = rotate(self.q_proj(x) + self.q_bias, cos, sin, self.num_heads, interleaved=True)
+        k = rotate(self.k_proj(x), cos, sin, self.num_heads, interleaved=True)
         context = attention(q, k, self.v_proj(x) + self.v_bias, self.num_heads)
         return self.proj(self.inner_attn_ln(context))
 
@@ -122,7 +111,6 @@ class VisionTower(nn.Module):
         patches = self.patch_embed(pixel_values)
         cls = self.cls_token.expand(patches.shape[0], -1, -1)
         x = torch.cat([cls, patches], dim=1) + self.pos_embed
-        cos, sin = self.rope_cos[:, None, :], self.rope_sin[:, None, :]
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, self.rope_cos, self.rope_sin)
         return self.norm(x)[:, 0]

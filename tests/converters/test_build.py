@@ -170,13 +170,14 @@ def test_large_constants_are_stored_once(tiny_bundle: Path) -> None:
     model = onnx.load(str(tiny_bundle / "vision.fp32.onnx"))
     big_constants = [n for n in model.graph.node if n.op_type == "Constant" and any(len(a.t.raw_data) >= 1024 for a in n.attribute)]
     assert big_constants == []
-    rope = [t for t in model.graph.initializer if tuple(t.dims) in ((1296, 16), (1296, 1, 16))]
+    rope = [t for t in model.graph.initializer if tuple(t.dims) == (1297, 8)]  # CLS + 36x36 patches, head_width/2
     assert len(rope) == 2  # one cos and one sin table, shared by every layer
 
 
 def test_attention_is_fused_into_multi_head_attention(tiny_bundle: Path) -> None:
     """No Softmax left: vision has one MultiHeadAttention per layer, text an If per layer choosing
-    the flash kernel (no padding) or the masked kernel."""
+    the flash kernel (no padding) or the masked kernel. RoPE is one RotaryEmbedding node for q and
+    one for k per layer, with no Neg left from a hand-written rotation."""
     import onnx
 
     vision = onnx.load(str(tiny_bundle / "vision.fp32.onnx"))
@@ -189,5 +190,9 @@ def test_attention_is_fused_into_multi_head_attention(tiny_bundle: Path) -> None
         branches = {a.name: a.g for a in node.attribute}
         assert [len(n.input) for n in branches["then_branch"].node] == [3]  # q, k, v: flash kernel
         assert [n.input[4] for n in branches["else_branch"].node][0].endswith("_int32")  # key padding mask
-    for graph in (vision.graph, text.graph):
+    for graph, interleaved in ((vision.graph, 1), (text.graph, 0)):
         assert not any(n.op_type in ("Softmax", "Attention") and n.domain in ("", "edgeclip") for n in graph.node)
+        rotations = [n for n in graph.node if n.op_type == "RotaryEmbedding"]
+        assert len(rotations) == 2 * layers
+        assert all({a.name: a.i for a in n.attribute}["interleaved"] == interleaved for n in rotations)
+        assert "Neg" not in {n.op_type for n in graph.node}
