@@ -15,6 +15,7 @@ TEXT_LINEAR_PARAMS = LAYERS * (WIDTH * 3 * WIDTH + WIDTH * WIDTH + 2 * WIDTH * 4
 VISION_LINEAR_PARAMS = LAYERS * (WIDTH * 3 * WIDTH + WIDTH * WIDTH + 3 * WIDTH * 2730) + 3 * 14 * 14 * WIDTH
 VISION_TOKENS = 1 + (512 // 14) ** 2  # CLS + 36 x 36 patches
 CEILING_ROWS = (16, 128, 512, 1297)
+SHORT_QUERY_ENGINES = ("edgeclip-int8", "edgeclip-int4", "plain-int8", "edgeclip-fp32", "pytorch-fp32")
 
 
 def flops(tower: str, batch: int, tokens: int | None) -> tuple[float, float]:
@@ -67,7 +68,7 @@ def targets(table: list[dict[str, Any]], ceilings: dict[str, Any]) -> list[dict[
 
     def add(name: str, value: float | None, goal: float, higher_is_better: bool, unit: str) -> None:
         ok = value is not None and (value >= goal if higher_is_better else value <= goal)
-        out.append({"target": name, "measured": value, "goal": goal, "unit": unit, "met": ok})
+        out.append({"target": name, "measured": value, "goal": goal, "unit": unit, "met": ok, "higher_is_better": higher_is_better})
 
     image = _find(table, "edgeclip-int8", "vision", 2, 1, None)
     if image:
@@ -77,11 +78,22 @@ def targets(table: list[dict[str, Any]], ceilings: dict[str, Any]) -> list[dict[
         for other, goal in (("pytorch-fp32", 2.5), ("plain-fp32", 1.3), ("plain-int8", 1.3)):
             ref = _find(table, other, "vision", 2, 1, None)
             add(f"image int8 speed-up vs {other}", ref["p50_s"] / image["p50_s"] if ref else None, goal, True, "x")
-    for tokens, rows in ((16, 16), (512, 512)):
-        text = _find(table, "edgeclip-int8", "text", 2, 1, tokens)
-        if text:
-            add(f"text {tokens} tokens int8 efficiency vs int8 ceiling@{rows}", text["gflops"] / ceiling(ceilings, 2, "int8", rows), 0.70, True, "")
+        plain = _find(table, "plain-int8", "vision", 2, 1, None)
+        if plain:  # no graph can run under the floor, so this bounds any speed-up over plain-int8
+            add("image: plain-int8 latency / floor (largest possible speed-up over it)", plain["p50_s"] / floor, 1.3, True, "x")
+    figures = ceilings["threads=2"]
     short = _find(table, "edgeclip-int8", "text", 2, 1, 16)
+    if short:
+        add("text 16 tokens int8 efficiency vs int8 ceiling@16 (weights in cache)", short["gflops"] / ceiling(ceilings, 2, "int8", 16), 0.70, True, "")
+        if "int8_gflops@16_streamed" in figures:
+            add("text 16 tokens int8 efficiency vs int8 ceiling@16 (weights streamed, as the tower's are)",
+                short["gflops"] / figures["int8_gflops@16_streamed"], 0.70, True, "")
+    long_doc = _find(table, "edgeclip-int8", "text", 2, 1, 512)
+    if long_doc:
+        add("text 512 tokens int8 efficiency vs int8 ceiling@512", long_doc["gflops"] / ceiling(ceilings, 2, "int8", 512), 0.70, True, "")
+        linear, attention = flops("text", 1, 512)
+        floor = linear / 1e9 / ceiling(ceilings, 2, "int8", 512) + attention / 1e9 / ceiling(ceilings, 2, "fp32", 512)
+        add("text 512 tokens int8 floor / latency (attention at the fp32 ceiling, as for images)", floor / long_doc["p50_s"], 0.70, True, "")
     torch_short = _find(table, "pytorch-fp32", "text", 2, 1, 16)
     if short and torch_short:
         add("text 16 tokens int8 speed-up vs pytorch-fp32", torch_short["p50_s"] / short["p50_s"], 5.0, True, "x")
@@ -89,11 +101,13 @@ def targets(table: list[dict[str, Any]], ceilings: dict[str, Any]) -> list[dict[
     if long:
         add("8192-token text peak RSS", long["peak_rss_mb"], 4096, False, "MB")
     for tower, goal in (("text", 700), ("vision", 500)):
-        rows = [r for r in table if r["engine"] == "edgeclip-int8" and r["tower"] == tower and r.get("tokens") != 8192 and "error" not in r]
+        rows = [r for r in table if r["engine"] == "edgeclip-int8" and r["tower"] == tower and r["threads"] == 2
+                and r.get("batch") == 1 and r.get("tokens") != 8192 and "error" not in r]
         if rows:
-            add(f"{tower}-only int8 process peak RSS (all its cases)", max(r["peak_rss_mb"] for r in rows), goal, False, "MB")
-            add(f"{tower} int8 cold start (load + first call)", max(r["cold_start_s"] for r in rows), 2.0, False, "s")
-            add(f"{tower} int8 session load alone", max(r["load_s"] for r in rows), 2.0, False, "s")
+            add(f"{tower}-only int8 process peak RSS (batch 1, every length)", max(r["peak_rss_mb"] for r in rows), goal, False, "MB")
+            add(f"{tower} int8 cold start (load + first call)", rows[0]["cold_start_s"], 2.0, False, "s")
+            if rows[0]["load_s"] is not None:
+                add(f"{tower} int8 session load alone", rows[0]["load_s"], 2.0, False, "s")
     return out
 
 
@@ -105,13 +119,18 @@ def markdown(results: dict[str, Any], table: list[dict[str, Any]], goals: list[d
              f"- command: `{results['command']}`", "", "## Targets (2 threads, batch 1)", "",
              "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for g in goals:
-        value = "n/a" if g["measured"] is None else f"{g['measured']:.3g} {g['unit']}"
-        lines.append(f"| {g['target']} | {value} | {'≤' if 'RSS' in g['target'] or 'latency' in g['target'] or 'cold' in g['target'] else '≥'} {g['goal']} {g['unit']} | {'yes' if g['met'] else 'NO'} |")
+        value = "n/a" if g["measured"] is None else f"{g['measured']:.4g} {g['unit']}"
+        lines.append(f"| {g['target']} | {value} | {'≥' if g['higher_is_better'] else '≤'} {g['goal']} {g['unit']} | {'yes' if g['met'] else 'NO'} |")
     lines += ["", "## Ceilings measured in this run (GFLOP/s; GOP/s for int8; GB/s streaming)", "",
               "| threads | " + " | ".join(results["ceilings"]["threads=1"]) + " |",
               "|---|" + "---:|" * len(results["ceilings"]["threads=1"])]
     for threads, figures in results["ceilings"].items():
         lines.append(f"| {threads.split('=')[1]} | " + " | ".join(f"{v:.1f}" for v in figures.values()) + " |")
+    lines += ["", "## Short queries (2 threads, batch 1, p50 ms): int4 beside int8", "",
+              "| tokens | " + " | ".join(SHORT_QUERY_ENGINES) + " |", "|---:|" + "---:|" * len(SHORT_QUERY_ENGINES)]
+    for tokens in (1, 16):
+        cells = [_find(table, e, "text", 2, 1, tokens) for e in SHORT_QUERY_ENGINES]
+        lines.append(f"| {tokens} | " + " | ".join(f"{c['p50_s'] * 1e3:.1f}" if c else "n/a" for c in cells) + " |")
     lines += ["", "## Fidelity (min cosine to the PyTorch reference on the benchmark inputs)", ""]
     for tower, info in results["baseline"].items():
         lines.append(f"- {tower}: " + ", ".join(f"{k} {v:.5f}" for k, v in info["min_cosine_to_reference"].items()))
@@ -127,7 +146,7 @@ def markdown(results: dict[str, Any], table: list[dict[str, Any]], goals: list[d
             continue
         lines.append(f"| {r['tower']} | {r['engine']} | {r['threads']} | {r['batch']} | {r['tokens'] or ''} | {r['p50_s']:.4f} | "
                      f"{r['p95_s']:.4f} | {r['reps']} | {r['items_per_s']:.2f} | {r['gflops']:.1f} | {r['efficiency']:.2f} ({r['ceiling_kind']}) | "
-                     f"{r['load_s']:.2f} | {r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+                     f"{r['load_s'] if r['load_s'] is not None else float('nan'):.2f} | {r['cold_start_s']:.2f} | {r['peak_rss_mb']:.0f} |")
     lines += ["", "Efficiency = (linear + attention FLOPs) / p50 ÷ the ceiling of the same kind (int8 for int8 graphs, "
               "fp32 otherwise) at the nearest measured row count. Random weights: speed only, never quality."]
     return "\n".join(lines) + "\n"

@@ -89,7 +89,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     runner = make_runner(config)
     loaded = time.perf_counter()
-    cases = config["cases"]  # [{"batch": 1, "tokens": 16}, ...] increasing in size
+    cases = config["cases"]  # [{"batch": 1, "tokens": 16}, ...]: batch 1 first, then batch 8
     first_shape = {k: v for k, v in cases[0].items() if k in ("batch", "tokens")}
     first = text_inputs(**first_shape) if tower == "text" else pixel_inputs(**first_shape)
     runner(first)

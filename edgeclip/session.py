@@ -85,6 +85,10 @@ def check_providers(requested: Sequence[str] | None) -> list[str]:
 def session_options(threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The memory pattern pre-plans one block per input shape; without it the arena reuses freed
+    # blocks. Measured on the full-size int8 vision tower: peak RSS 524 -> 453 MB, latency +3 %;
+    # text at 1-512 tokens unchanged within noise.
+    options.enable_mem_pattern = False
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
