@@ -131,9 +131,11 @@ def markdown(results: dict[str, Any], table: list[dict[str, Any]], goals: list[d
     for tokens in (1, 16):
         cells = [_find(table, e, "text", 2, 1, tokens) for e in SHORT_QUERY_ENGINES]
         lines.append(f"| {tokens} | " + " | ".join(f"{c['p50_s'] * 1e3:.1f}" if c else "n/a" for c in cells) + " |")
-    lines += ["", "## Fidelity (min cosine to the PyTorch reference on the benchmark inputs)", ""]
+    lines += ["", "## Fidelity: cosine to the PyTorch fp32 reference, min / mean (8 random texts of 24 tokens, 3 random images)", ""]
     for tower, info in results["baseline"].items():
-        lines.append(f"- {tower}: " + ", ".join(f"{k} {v:.5f}" for k, v in info["min_cosine_to_reference"].items()))
+        means = info.get("mean_cosine_to_reference", {})
+        lines.append(f"- {tower}: " + ", ".join(f"{k} {v:.5f}" + (f" / {means[k]:.5f}" if k in means else "")
+                                               for k, v in info["min_cosine_to_reference"].items()))
     lines += ["", "## Sizes (bytes)", ""]
     lines += [f"- {k}: {v:,}" for k, v in results["bundle_sizes"].items()]
     lines += [f"- {tower}/{k}: {v:,}" for tower, info in results["baseline"].items() for k, v in info["sizes"].items()]
