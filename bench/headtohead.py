@@ -1,0 +1,131 @@
+"""The issue's target ratios, measured head to head: rounds of alternating processes, with the ceilings re-measured in every round.
+
+    python -m bench.headtohead --bundle BUNDLE --checkpoint CHECKPOINT [--work /tmp/edgeclip-bench] [--rounds 5]
+
+This VM's speed drifts 10-25 % over minutes, so a ratio between two processes run twenty minutes apart
+(as in bench.run's full matrix) can be off by that much. Here every round runs the ceilings, then
+each engine in a fresh process, in an order that reverses every round; each ratio is computed
+within its round, and the median and range over rounds are reported. 2 threads, batch 1.
+Needs the baseline graphs that bench.run caches in --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeclip._files import atomic_write_bytes
+
+from .ceilings import HIDDEN, FFN, gemm_gflops, streamed_chain
+from .report import flops
+from .run import machine_tag, run_worker
+
+SHAPES = ((HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN))
+
+
+def round_ceilings() -> dict[str, float]:
+    """The 2-thread ceilings the targets use, averaged over the towers' GEMM shapes as in bench.ceilings."""
+    figures = {f"{kind}@{rows}": statistics.mean(gemm_gflops(rows, k, n, kind, 2) for k, n in SHAPES)
+               for rows in (16, 512, 1297) for kind in ("fp32", "int8")}
+    figures["int8@16_streamed"] = streamed_chain("int8", 16, 2)[1]
+    return figures
+
+
+def engines(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    text_cases = [{"batch": 1, "tokens": 16, "reps": 10}, {"batch": 1, "tokens": 512, "reps": 3}]
+    common = {"threads": 2, "min_reps": 3, "budget_s": 0.0}
+    plain = {tower: str(args.work / f"{tower}-plain-int8" / "model.onnx") for tower in ("text", "vision")}
+    return {
+        "edgeclip-int8 text": {**common, "engine": "edgeclip", "variant": "int8", "bundle": str(args.bundle), "tower": "text", "cases": text_cases},
+        "plain-int8 text": {**common, "engine": "onnx", "label": "plain-int8", "graph": plain["text"], "tower": "text", "cases": text_cases},
+        "pytorch-fp32 text": {**common, "engine": "torch", "label": "pytorch-fp32", "checkpoint": str(args.checkpoint), "tower": "text",
+                              "cases": [{"batch": 1, "tokens": 16, "reps": 10}]},
+        "edgeclip-int8 vision": {**common, "engine": "edgeclip", "variant": "int8", "bundle": str(args.bundle), "tower": "vision",
+                                 "cases": [{"batch": 1, "reps": 3}]},
+        "plain-int8 vision": {**common, "engine": "onnx", "label": "plain-int8", "graph": plain["vision"], "tower": "vision",
+                              "cases": [{"batch": 1, "reps": 3}]},
+    }
+
+
+def p50(result: dict[str, Any], tokens: int | None = None) -> float:
+    return next(c["p50_s"] for c in result["cases"] if c.get("tokens") == tokens)
+
+
+def ratios(ceil: dict[str, float], r: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The target ratios of one round."""
+    lin, att = flops("vision", 1, None)
+    image_floor = lin / 1e9 / ceil["int8@1297"] + att / 1e9 / ceil["fp32@1297"]
+    text16 = sum(flops("text", 1, 16)) / p50(r["edgeclip-int8 text"], 16) / 1e9
+    text512 = sum(flops("text", 1, 512)) / p50(r["edgeclip-int8 text"], 512) / 1e9
+    lin, att = flops("text", 1, 512)
+    text512_floor = lin / 1e9 / ceil["int8@512"] + att / 1e9 / ceil["fp32@512"]
+    image = p50(r["edgeclip-int8 vision"])
+    return {
+        "image int8 latency / floor (goal <= 1.33)": image / image_floor,
+        "image int8 speed-up vs plain-int8 (goal >= 1.3)": p50(r["plain-int8 vision"]) / image,
+        "image plain-int8 latency / floor: the largest possible speed-up over it": p50(r["plain-int8 vision"]) / image_floor,
+        "text 16 tokens int8 efficiency vs int8 ceiling@16, weights in cache (goal >= 0.7)": text16 / ceil["int8@16"],
+        "text 16 tokens int8 efficiency vs int8 ceiling@16, weights streamed (goal >= 0.7)": text16 / ceil["int8@16_streamed"],
+        "text 16 tokens int8 speed-up vs pytorch-fp32 (goal >= 5)": p50(r["pytorch-fp32 text"], 16) / p50(r["edgeclip-int8 text"], 16),
+        "text 16 tokens int8 speed-up vs plain-int8": p50(r["plain-int8 text"], 16) / p50(r["edgeclip-int8 text"], 16),
+        "text 512 tokens int8 efficiency vs int8 ceiling@512 (goal >= 0.7)": text512 / ceil["int8@512"],
+        "text 512 tokens int8 floor / latency, attention at the fp32 ceiling": text512_floor / p50(r["edgeclip-int8 text"], 512),
+        "text 512 tokens int8 speed-up vs plain-int8": p50(r["plain-int8 text"], 512) / p50(r["edgeclip-int8 text"], 512),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [f"# Head to head {m['date']}", "", f"- CPU: {m['cpu']}; onnxruntime {m['onnxruntime']}; bundle manifest sha256 "
+             f"{m['bundle_manifest_sha256'][:16]}…", f"- command: `{results['command']}`",
+             f"- {len(results['rounds'])} rounds; each: ceilings, then every engine in a fresh process (order reversed every round); "
+             "2 threads, batch 1", "", "| ratio | median | min | max | per round |", "|---|---:|---:|---:|---|"]
+    for name in results["rounds"][0]["ratios"]:
+        values = [rnd["ratios"][name] for rnd in results["rounds"]]
+        lines.append(f"| {name} | {statistics.median(values):.3f} | {min(values):.3f} | {max(values):.3f} | "
+                     + ", ".join(f"{v:.3f}" for v in values) + " |")
+    lines += ["", "| round | " + " | ".join(results["rounds"][0]["ceilings"]) + " | "
+              + " | ".join(results["rounds"][0]["p50_s"]) + " |",
+              "|---:|" + "---:|" * (len(results["rounds"][0]["ceilings"]) + len(results["rounds"][0]["p50_s"]))]
+    for i, rnd in enumerate(results["rounds"]):
+        lines.append(f"| {i + 1} | " + " | ".join(f"{v:.1f}" for v in rnd["ceilings"].values()) + " | "
+                     + " | ".join(f"{v:.4f}" for v in rnd["p50_s"].values()) + " |")
+    lines += ["", "Ceilings in GFLOP/s (GOP/s for int8), latencies in seconds (p50 within each process)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclip-bench"), help="bench.run's baseline graphs")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    configs = engines(args)
+    results: dict[str, Any] = {"machine": machine_tag(args.bundle), "command": " ".join(["python -m bench.headtohead", *sys.argv[1:]]),
+                               "rounds": []}
+    for index in range(args.rounds):
+        print(f"round {index + 1}: ceilings ...", file=sys.stderr, flush=True)
+        ceil = round_ceilings()
+        order = list(configs) if index % 2 == 0 else list(reversed(configs))
+        runs = {name: run_worker(configs[name]) for name in order}
+        failed = {name: run["error"] for name, run in runs.items() if "error" in run}
+        if failed:
+            raise SystemExit(f"round {index + 1}: {failed}")
+        p50s = {f"{name} {c.get('tokens') or ''}".strip(): c["p50_s"] for name, run in runs.items() for c in run["cases"]}
+        results["rounds"].append({"ceilings": ceil, "p50_s": p50s, "ratios": ratios(ceil, runs), "time": time.strftime("%H:%M:%S")})
+    stem = args.out / f"headtohead-{results['machine']['date'].replace(' ', '-').replace(':', '')}"
+    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(results, indent=1).encode())
+    text = markdown(results)
+    atomic_write_bytes(stem.with_suffix(".md"), text.encode())
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
