@@ -92,9 +92,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "| round | " + " | ".join(results["rounds"][0]["ceilings"]) + " | "
               + " | ".join(results["rounds"][0]["p50_s"]) + " |",
               "|---:|" + "---:|" * (len(results["rounds"][0]["ceilings"]) + len(results["rounds"][0]["p50_s"]))]
+    columns = list(results["rounds"][0]["p50_s"])  # look values up by name: the run order alternates
     for i, rnd in enumerate(results["rounds"]):
         lines.append(f"| {i + 1} | " + " | ".join(f"{v:.1f}" for v in rnd["ceilings"].values()) + " | "
-                     + " | ".join(f"{v:.4f}" for v in rnd["p50_s"].values()) + " |")
+                     + " | ".join(f"{rnd['p50_s'][c]:.4f}" for c in columns) + " |")
     lines += ["", "Ceilings in GFLOP/s (GOP/s for int8), latencies in seconds (p50 within each process)."]
     return "\n".join(lines) + "\n"
 
@@ -118,9 +119,12 @@ def main() -> None:
         failed = {name: run["error"] for name, run in runs.items() if "error" in run}
         if failed:
             raise SystemExit(f"round {index + 1}: {failed}")
-        p50s = {f"{name} {c.get('tokens') or ''}".strip(): c["p50_s"] for name, run in runs.items() for c in run["cases"]}
+        p50s = {f"{name} {c.get('tokens') or ''}".strip(): c["p50_s"] for name in configs for c in runs[name]["cases"]}
         results["rounds"].append({"ceilings": ceil, "p50_s": p50s, "ratios": ratios(ceil, runs), "time": time.strftime("%H:%M:%S")})
-    stem = args.out / f"headtohead-{results['machine']['date'].replace(' ', '-').replace(':', '')}"
+    write(results, args.out / f"headtohead-{results['machine']['date'].replace(' ', '-').replace(':', '')}")
+
+
+def write(results: dict[str, Any], stem: Path) -> None:
     atomic_write_bytes(stem.with_suffix(".json"), json.dumps(results, indent=1).encode())
     text = markdown(results)
     atomic_write_bytes(stem.with_suffix(".md"), text.encode())
