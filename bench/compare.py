@@ -3,7 +3,7 @@
 Each turn starts with one untimed call: the other session's idle threads spin for a while after
 its last call, and timing through that would charge one graph for the other's threads.
 
-    python -m bench.compare OLD.onnx NEW.onnx --tower vision --batch 1 [--tokens 16] [--threads 2] [--rounds 5] [--reps 3]
+    python -m bench.compare OLD.onnx NEW.onnx --tower vision --batch 1 [--tokens 16] [--threads 2] [--rounds 5] [--reps 3] [--new-without-mem-pattern]
 
 Prints the median latency of each and the ratio OLD/NEW (> 1: NEW is faster), plus max |diff| of outputs.
 """
@@ -20,9 +20,10 @@ import onnxruntime as ort
 from .worker import pixel_inputs, text_inputs
 
 
-def session(path: str, threads: int) -> ort.InferenceSession:
+def session(path: str, threads: int, mem_pattern: bool = True) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_mem_pattern = mem_pattern
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
@@ -36,9 +37,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=3, help="timed calls per turn")
+    parser.add_argument("--new-without-mem-pattern", action="store_true",
+                        help="open NEW with enable_mem_pattern=False (pass the same graph twice to time that setting alone)")
     args = parser.parse_args()
     feeds = text_inputs(args.batch, args.tokens) if args.tower == "text" else pixel_inputs(args.batch)
-    sessions = {"old": session(args.old, args.threads), "new": session(args.new, args.threads)}
+    sessions = {"old": session(args.old, args.threads), "new": session(args.new, args.threads, not args.new_without_mem_pattern)}
     outputs = {name: s.run(None, feeds)[0] for name, s in sessions.items()}  # warm-up
     times: dict[str, list[float]] = {"old": [], "new": []}
     for _ in range(args.rounds):

@@ -39,8 +39,10 @@ class EdgeClip:
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        low_memory: bool = True,
     ) -> None:
         self.bundle = bundle
+        self.low_memory = bool(low_memory)
         if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
             raise ValueError(f"max_image_pixels must be a positive int, got {max_image_pixels!r}")
         self.max_image_pixels = max_image_pixels
@@ -91,7 +93,8 @@ class EdgeClip:
     def _session(self, tower: Tower) -> TowerSession:
         with self._lock:
             if tower not in self._sessions:
-                session = TowerSession(self.bundle, tower, self.variant_name(tower), self.threads, self.providers)
+                session = TowerSession(self.bundle, tower, self.variant_name(tower), self.threads, self.providers,
+                                       self.low_memory)
                 names = tuple(spec.name for spec in session.variant.inputs)
                 if names != TOWER_INPUTS[tower]:
                     raise BundleError(f"{tower} graph inputs are {names}; this edgeclip feeds {TOWER_INPUTS[tower]}")
@@ -291,6 +294,7 @@ def load(
     threads: int | None = None,
     providers: Sequence[str] | None = None,
     max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    low_memory: bool = True,
 ) -> EdgeClip:
     """Open a bundle. Nothing heavy happens until the first encode call of each tower.
 
@@ -302,6 +306,8 @@ def load(
             None means CPUExecutionProvider.
         max_image_pixels: images with more pixels (read from the header, before decoding) raise
             InputError: a guard against decompression bombs. Default 64 MP.
+        low_memory: run without ONNX Runtime's memory pattern: lower peak RSS (full-size int8 image
+            process ~450 vs ~520 MB) for images 0-10 % slower; False favours speed. Same results.
     """
     return EdgeClip(Bundle.open(bundle_dir), variant=variant, threads=threads, providers=providers,
-                    max_image_pixels=max_image_pixels)
+                    max_image_pixels=max_image_pixels, low_memory=low_memory)

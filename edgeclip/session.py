@@ -82,13 +82,13 @@ def check_providers(requested: Sequence[str] | None) -> list[str]:
     return list(requested)
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None, low_memory: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The memory pattern pre-plans one block per input shape; without it the arena reuses freed
-    # blocks. Measured on the full-size int8 vision tower: peak RSS 524 -> 453 MB, latency +3 %;
-    # text at 1-512 tokens unchanged within noise.
-    options.enable_mem_pattern = False
+    # blocks. Measured on the full-size int8 vision tower: peak RSS 524 -> 453 MB, latency +0-10 % (4 runs);
+    # text at 1-512 tokens unchanged within noise (bench.compare --new-without-mem-pattern).
+    options.enable_mem_pattern = not low_memory
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -107,6 +107,7 @@ class TowerSession:
         variant_name: str,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        low_memory: bool = True,
     ) -> None:
         self.tower = tower
         self.variant: Variant = bundle.variant(tower, variant_name)
@@ -115,7 +116,7 @@ class TowerSession:
         check_external_data(bundle, self.variant, graph_path)
         try:
             self.session = ort.InferenceSession(
-                str(graph_path), sess_options=session_options(threads), providers=check_providers(providers)
+                str(graph_path), sess_options=session_options(threads, low_memory), providers=check_providers(providers)
             )
         except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
             raise BundleError(f"onnxruntime cannot load {graph_path}: {exc}; rebuild the bundle") from exc

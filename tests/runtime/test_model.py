@@ -168,6 +168,19 @@ def test_sessions_open_lazily_per_tower(tiny_bundle: Path) -> None:
     assert set(model._sessions) == {"text"}
 
 
+def test_low_memory_switches_only_the_memory_pattern(tiny_bundle: Path) -> None:
+    """low_memory (the default) drops ORT's memory pattern for a lower peak RSS; results are identical."""
+    image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    rows = {}
+    for low_memory in (True, False):
+        model = edgeclip.load(tiny_bundle, low_memory=low_memory)
+        rows[low_memory] = (model.encode_text(["a seal", "zwei Robben am Strand"]), model.encode_image([image]))
+        for session in model._sessions.values():
+            assert session.session.get_session_options().enable_mem_pattern is (not low_memory)
+    for fast, lean in zip(rows[False], rows[True]):
+        np.testing.assert_array_equal(fast, lean)
+
+
 def test_single_tower_bundle(tiny_checkpoint: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from converters.build import BuildOptions, build_bundle
