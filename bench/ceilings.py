@@ -18,7 +18,7 @@ HIDDEN, FFN = 1024, 4096  # both towers: width 1024, MLP 4096 (the vision SwiGLU
 
 
 def _session(graph: helper.GraphProto, threads: int) -> ort.InferenceSession:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -84,27 +84,27 @@ def streamed_chain(kind: str, rows: int, threads: int, total_mb: int = 200, repe
                 nodes.append(helper.make_node("DynamicQuantizeMatMul", [x, w, f"s{layer}_{j}"], [y], domain="com.microsoft"))
             outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [rows, n]))
     inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [rows, k]) for k in (HIDDEN, FFN)]
-    graph = helper.make_graph(nodes, "stream", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = _session(helper.make_graph(nodes, "stream", inputs, outputs, inits), threads)
     feed = {f"x{k}": rng.standard_normal((rows, k)).astype(np.float32) for k in (HIDDEN, FFN)}
     seconds = _median_seconds(lambda: session.run(None, feed), repeats)
     return layers * layer_bytes / seconds / 1e9, 2 * rows * layers * layer_bytes / bytes_per / seconds / 1e9
 
 
-def measure_ceilings(threads_list: tuple[int, ...] = (1, 2)) -> dict[str, dict[str, float]]:
-    """{"threads=N": {"fp32_gflops@1297": ..., "int8_gflops@16": ..., "int8_gflops@16_streamed": ..., ...}}."""
+def measure_ceilings(threads_list: tuple[int, ...] = (1, 2), rows_list: tuple[int, ...] = (16, 128, 512, 1297),
+                     bandwidth: bool = True) -> dict[str, dict[str, float]]:
+    """{"threads=N": {"fp32_gflops@1297": ..., "int8_gflops@16": ..., "int8_gflops@16_streamed": ..., ...}}.
+
+    bandwidth=False leaves out the single-row streaming figures (no target uses them).
+    """
     out = {}
     for threads in threads_list:
         figures = {}
-        for rows in (16, 128, 512, 1297):
+        for rows in rows_list:
             for kind in ("fp32", "int8"):
                 # Average the tower's two GEMM shapes (attention/out-proj 1024x1024, MLP 1024x4096).
                 values = [gemm_gflops(rows, k, n, kind, threads) for k, n in ((HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN))]
                 figures[f"{kind}_gflops@{rows}"] = statistics.mean(values)
-        for kind in ("fp32", "int8"):
+        for kind in ("fp32", "int8") if bandwidth else ():
             figures[f"{kind}_stream_gbps"] = streamed_chain(kind, 1, threads)[0]
         figures["int8_gflops@16_streamed"] = streamed_chain("int8", 16, threads)[1]
         out[f"threads={threads}"] = figures

@@ -21,20 +21,9 @@ from typing import Any
 
 from edgeclip._files import atomic_write_bytes
 
-from .ceilings import HIDDEN, FFN, gemm_gflops, streamed_chain
-from .report import flops
+from .ceilings import measure_ceilings
+from .report import ceiling, flops, floor_seconds
 from .run import machine_tag, run_worker
-
-SHAPES = ((HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN))
-
-
-def round_ceilings() -> dict[str, float]:
-    """The 2-thread ceilings the targets use, averaged over the towers' GEMM shapes as in bench.ceilings."""
-    figures = {f"{kind}@{rows}": statistics.mean(gemm_gflops(rows, k, n, kind, 2) for k, n in SHAPES)
-               for rows in (16, 512, 1297) for kind in ("fp32", "int8")}
-    figures["int8@16_streamed"] = streamed_chain("int8", 16, 2)[1]
-    return figures
-
 
 def engines(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     text_cases = [{"batch": 1, "tokens": 16, "reps": 10}, {"batch": 1, "tokens": 512, "reps": 3}]
@@ -56,25 +45,23 @@ def p50(result: dict[str, Any], tokens: int | None = None) -> float:
     return next(c["p50_s"] for c in result["cases"] if c.get("tokens") == tokens)
 
 
-def ratios(ceil: dict[str, float], r: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The target ratios of one round."""
-    lin, att = flops("vision", 1, None)
-    image_floor = lin / 1e9 / ceil["int8@1297"] + att / 1e9 / ceil["fp32@1297"]
+def ratios(ceilings: dict[str, Any], r: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The target ratios of one round; `ceilings` as bench.ceilings.measure_ceilings returns them."""
+    image_floor = floor_seconds(ceilings, "vision", None)
     text16 = sum(flops("text", 1, 16)) / p50(r["edgeclip-int8 text"], 16) / 1e9
     text512 = sum(flops("text", 1, 512)) / p50(r["edgeclip-int8 text"], 512) / 1e9
-    lin, att = flops("text", 1, 512)
-    text512_floor = lin / 1e9 / ceil["int8@512"] + att / 1e9 / ceil["fp32@512"]
     image = p50(r["edgeclip-int8 vision"])
+    streamed16 = ceilings["threads=2"]["int8_gflops@16_streamed"]
     return {
         "image int8 latency / floor (goal <= 1.33)": image / image_floor,
         "image int8 speed-up vs plain-int8 (goal >= 1.3)": p50(r["plain-int8 vision"]) / image,
         "image plain-int8 latency / floor: the largest possible speed-up over it": p50(r["plain-int8 vision"]) / image_floor,
-        "text 16 tokens int8 efficiency vs int8 ceiling@16, weights in cache (goal >= 0.7)": text16 / ceil["int8@16"],
-        "text 16 tokens int8 efficiency vs int8 ceiling@16, weights streamed (goal >= 0.7)": text16 / ceil["int8@16_streamed"],
+        "text 16 tokens int8 efficiency vs int8 ceiling@16, weights in cache (goal >= 0.7)": text16 / ceiling(ceilings, 2, "int8", 16),
+        "text 16 tokens int8 efficiency vs int8 ceiling@16, weights streamed (goal >= 0.7)": text16 / streamed16,
         "text 16 tokens int8 speed-up vs pytorch-fp32 (goal >= 5)": p50(r["pytorch-fp32 text"], 16) / p50(r["edgeclip-int8 text"], 16),
         "text 16 tokens int8 speed-up vs plain-int8": p50(r["plain-int8 text"], 16) / p50(r["edgeclip-int8 text"], 16),
-        "text 512 tokens int8 efficiency vs int8 ceiling@512 (goal >= 0.7)": text512 / ceil["int8@512"],
-        "text 512 tokens int8 floor / latency, attention at the fp32 ceiling": text512_floor / p50(r["edgeclip-int8 text"], 512),
+        "text 512 tokens int8 efficiency vs int8 ceiling@512 (goal >= 0.7)": text512 / ceiling(ceilings, 2, "int8", 512),
+        "text 512 tokens int8 floor / latency, attention at the fp32 ceiling": floor_seconds(ceilings, "text", 512) / p50(r["edgeclip-int8 text"], 512),
         "text 512 tokens int8 speed-up vs plain-int8": p50(r["plain-int8 text"], 512) / p50(r["edgeclip-int8 text"], 512),
     }
 
@@ -113,14 +100,14 @@ def main() -> None:
                                "rounds": []}
     for index in range(args.rounds):
         print(f"round {index + 1}: ceilings ...", file=sys.stderr, flush=True)
-        ceil = round_ceilings()
+        ceil = measure_ceilings((2,), (16, 512, 1297), bandwidth=False)
         order = list(configs) if index % 2 == 0 else list(reversed(configs))
         runs = {name: run_worker(configs[name]) for name in order}
         failed = {name: run["error"] for name, run in runs.items() if "error" in run}
         if failed:
             raise SystemExit(f"round {index + 1}: {failed}")
         p50s = {f"{name} {c.get('tokens') or ''}".strip(): c["p50_s"] for name in configs for c in runs[name]["cases"]}
-        results["rounds"].append({"ceilings": ceil, "p50_s": p50s, "ratios": ratios(ceil, runs), "time": time.strftime("%H:%M:%S")})
+        results["rounds"].append({"ceilings": ceil["threads=2"], "p50_s": p50s, "ratios": ratios(ceil, runs), "time": time.strftime("%H:%M:%S")})
     write(results, args.out / f"headtohead-{results['machine']['date'].replace(' ', '-').replace(':', '')}")
 
 

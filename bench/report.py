@@ -31,6 +31,13 @@ def ceiling(ceilings: dict[str, Any], threads: int, kind: str, rows: int) -> flo
     return ceilings[f"threads={threads}"][f"{kind}_gflops@{nearest}"]
 
 
+def floor_seconds(ceilings: dict[str, Any], tower: str, tokens: int | None, threads: int = 2) -> float:
+    """Batch-1 floor: linear FLOPs at the int8 GEMM ceiling plus attention FLOPs at the fp32 ceiling."""
+    linear, attention = flops(tower, 1, tokens)
+    rows = tokens or VISION_TOKENS
+    return linear / 1e9 / ceiling(ceilings, threads, "int8", rows) + attention / 1e9 / ceiling(ceilings, threads, "fp32", rows)
+
+
 def rows_of(runs: list[dict[str, Any]], ceilings: dict[str, Any]) -> list[dict[str, Any]]:
     table = []
     for run in runs:
@@ -72,8 +79,7 @@ def targets(table: list[dict[str, Any]], ceilings: dict[str, Any]) -> list[dict[
 
     image = _find(table, "edgeclip-int8", "vision", 2, 1, None)
     if image:
-        linear, attention = flops("vision", 1, None)
-        floor = linear / 1e9 / ceiling(ceilings, 2, "int8", 1297) + attention / 1e9 / ceiling(ceilings, 2, "fp32", 1297)
+        floor = floor_seconds(ceilings, "vision", None)
         add("image int8 latency / floor", image["p50_s"] / floor, 1.33, False, "x")
         for other, goal in (("pytorch-fp32", 2.5), ("plain-fp32", 1.3), ("plain-int8", 1.3)):
             ref = _find(table, other, "vision", 2, 1, None)
@@ -91,9 +97,8 @@ def targets(table: list[dict[str, Any]], ceilings: dict[str, Any]) -> list[dict[
     long_doc = _find(table, "edgeclip-int8", "text", 2, 1, 512)
     if long_doc:
         add("text 512 tokens int8 efficiency vs int8 ceiling@512", long_doc["gflops"] / ceiling(ceilings, 2, "int8", 512), 0.70, True, "")
-        linear, attention = flops("text", 1, 512)
-        floor = linear / 1e9 / ceiling(ceilings, 2, "int8", 512) + attention / 1e9 / ceiling(ceilings, 2, "fp32", 512)
-        add("text 512 tokens int8 floor / latency (attention at the fp32 ceiling, as for images)", floor / long_doc["p50_s"], 0.70, True, "")
+        add("text 512 tokens int8 floor / latency (attention at the fp32 ceiling, as for images)",
+            floor_seconds(ceilings, "text", 512) / long_doc["p50_s"], 0.70, True, "")
     torch_short = _find(table, "pytorch-fp32", "text", 2, 1, 16)
     if short and torch_short:
         add("text 16 tokens int8 speed-up vs pytorch-fp32", torch_short["p50_s"] / short["p50_s"], 5.0, True, "x")
