@@ -171,6 +171,8 @@ class EdgeClip:
         """Decode every input once before any model compute; the first bad one raises with its index.
 
         Decoding is milliseconds per image against seconds of model time, so the check is cheap.
+        Images are decoded again batch by batch when embedded: keeping every decoded image from
+        here would hold the whole call's pixels in memory at once.
         """
         items = _read_streams(items)
         for index, item in enumerate(items):
