@@ -12,4 +12,4 @@ class BundleError(EdgeClipError):
 
 
 class InputError(EdgeClipError, ValueError):
-    """A text or image given to the model cannot be used as it is."""
+    """A text, image or option given to edgeclip cannot be used as it is (also a ValueError)."""

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 
 from ._types import FloatArray, ImageInput, OutputPrecision
-from .bundle import Bundle, Tower, Variant
+from .bundle import Bundle, Tower, Variant, VisionSpec
 from .errors import BundleError, InputError
+from .fetch import FetchPolicy, image_reference, is_data_uri, is_url
 from .postprocess import check_precision, check_truncate_dim, to_precision, truncate_and_normalize
-from .preprocess import DEFAULT_MAX_PIXELS, open_image, preprocess_images
-from .session import TowerSession, check_providers
-from .tokenizer import TextTokenizer
+from .preprocess import DEFAULT_MAX_PIXELS, check_preprocessing, open_image, preprocess_image
+from .session import TowerSession, check_providers, check_threads
+from .tokenizer import TextTokenizer, TokenizedText
 
 # What the runtime feeds each tower; the manifest must name the graph inputs this way.
 TOWER_INPUTS: dict[Tower, tuple[str, ...]] = {"text": ("input_ids", "attention_mask"), "vision": ("pixel_values",)}
@@ -44,13 +45,14 @@ class EdgeClip:
         self.bundle = bundle
         self.low_memory = bool(low_memory)
         if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
-            raise ValueError(f"max_image_pixels must be a positive int, got {max_image_pixels!r}")
+            raise InputError(f"max_image_pixels must be a positive int, got {max_image_pixels!r}")
         self.max_image_pixels = max_image_pixels
         self.manifest = bundle.manifest
         self.providers = check_providers(providers)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        check_threads(threads)
         self.threads = threads
+        if variant is not None:
+            _check_variant(bundle, variant)
         self._variant = variant
         self._sessions: dict[Tower, TowerSession] = {}
         self._tokenizer: TextTokenizer | None = None
@@ -112,6 +114,84 @@ class EdgeClip:
                 self._tokenizer = TextTokenizer(self.bundle.path(spec.tokenizer.path), spec)
             return self._tokenizer
 
+    def open_towers(self, towers: Iterable[Tower]) -> None:
+        """Open these towers' sessions now (a job calls this before its first input, so a missing
+        tower or a damaged graph fails at once, not after hours of work)."""
+        for tower in towers:
+            if tower == "text":
+                self._text_tokenizer()
+            self._session(tower)
+
+    def output_dim(self, tower: Tower) -> int:
+        """Width of the tower's embedding output (the full width, or a small-device head's)."""
+        return self.bundle.variant(tower, self.variant_name(tower)).output_dim
+
+    # ---- stages: what encode_text / encode_image are made of, for callers that stream -----------
+
+    def tokenize(self, texts: Sequence[str], *, task: str | None = None, max_length: int | None = None) -> list[TokenizedText]:
+        """Texts -> token ids (<s> ... </s>, cut to max_length keeping </s>) and their untruncated counts."""
+        items = _as_texts(texts)
+        tokenizer = self._text_tokenizer()
+        prefix = tokenizer.prefix(task)
+        limit = tokenizer.check_max_length(max_length)
+        return tokenizer.tokenize([prefix + text for text in items], limit)
+
+    def embed_tokens(
+        self,
+        rows: Sequence[Sequence[int]],
+        *,
+        truncate_dim: int | None = None,
+        precision: OutputPrecision = "float32",
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """Token id rows (from `tokenize`) -> (N, D) embeddings in input order; batches are length-sorted."""
+        check_precision(precision)
+        _check_batch_size(batch_size)
+        tokenizer = self._text_tokenizer()
+        session = self._session("text")
+        dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch: less padding
+        embeddings = np.empty((len(rows), session.variant.output_dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = tokenizer.pad([rows[i] for i in chunk])
+            outputs = session.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+            embeddings[chunk] = outputs[session.variant.outputs[0].name]
+        return to_precision(_finish(embeddings, dim, session.variant), precision)
+
+    def image_pixels(self, image: ImageInput, *, exif_transpose: bool = True, fetch_urls: bool | FetchPolicy = False) -> FloatArray:
+        """One image -> its (3, S, S) float32 model input (decode, orient, resize, crop, normalize)."""
+        spec = self._vision_spec()
+        check_preprocessing(spec)
+        [item] = _read_streams([image])
+        return preprocess_image(open_image(item, exif_transpose, self.max_image_pixels, _policy(fetch_urls)), spec)
+
+    def embed_pixels(
+        self,
+        pixels: FloatArray,
+        *,
+        truncate_dim: int | None = None,
+        precision: OutputPrecision = "float32",
+        batch_size: int = 4,
+    ) -> np.ndarray:
+        """(N, 3, S, S) float32 model inputs (from `image_pixels`) -> (N, D) embeddings."""
+        check_precision(precision)
+        _check_batch_size(batch_size)
+        session = self._session("vision")
+        dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
+        return to_precision(_finish(self._run_vision(session, pixels, batch_size), dim, session.variant), precision)
+
+    @staticmethod
+    def _run_vision(session: TowerSession, pixels: FloatArray, batch_size: int) -> FloatArray:
+        """The graph's raw (unnormalized) output rows."""
+        embeddings = np.empty((len(pixels), session.variant.output_dim), dtype=np.float32)
+        for start in range(0, len(pixels), batch_size):
+            batch = pixels[start : start + batch_size]
+            embeddings[start : start + len(batch)] = session.run({"pixel_values": batch})[session.variant.outputs[0].name]
+        return embeddings
+
+    # ---- the one-call API ------------------------------------------------------------------------
+
     def encode_text(
         self,
         texts: str | Sequence[str],
@@ -138,45 +218,47 @@ class EdgeClip:
 
         Empty and whitespace-only strings embed as "<s></s>"; control and zero-width characters
         go to the tokenizer as they are. Non-str items and strings that are not valid Unicode
-        (lone surrogates) raise InputError naming their index.
+        (lone surrogates) raise InputError naming their index. A literal "<pad>" in a text is
+        masked out, as upstream does.
 
         Returns:
             (N, D) array in input order: unit-norm float rows, or (N, D/8) packed bytes.
         """
         items = _as_texts(texts)
-        tokenizer = self._text_tokenizer()
-        prefix = tokenizer.prefix(task)
-        limit = tokenizer.check_max_length(max_length)
         check_precision(precision)
         _check_batch_size(batch_size)
         session = self._session("text")
-        dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
+        check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
+        tokenized = self.tokenize(items, task=task, max_length=max_length)
         if not truncate:
-            lengths = tokenizer.lengths([prefix + text for text in items])
-            too_long = [f"text {i} ({n} tokens)" for i, n in enumerate(lengths) if n > limit]
+            too_long = [f"text {i} ({t.tokens} tokens)" for i, t in enumerate(tokenized) if t.truncated]
             if too_long:
+                limit = max(len(t.ids) for t in tokenized)
                 raise InputError(f"{', '.join(too_long[:10])}{' ...' if len(too_long) > 10 else ''} exceed max_length "
-                                 f"{limit}; shorten them, raise max_length (up to {tokenizer.spec.max_length}) or pass truncate=True")
-        ids = tokenizer.encode([prefix + text for text in items], limit)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
-        embeddings = np.empty((len(ids), session.variant.output_dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = tokenizer.pad([ids[i] for i in chunk])
-            outputs = session.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
-            embeddings[chunk] = outputs[session.variant.outputs[0].name]
-        return to_precision(_finish(embeddings, dim, session.variant), precision)
+                                 f"{limit}; shorten them, raise max_length (up to {self._text_tokenizer().spec.max_length}) "
+                                 "or pass truncate=True")
+        return self.embed_tokens([t.ids for t in tokenized], truncate_dim=truncate_dim, precision=precision,
+                                 batch_size=batch_size)
 
-    def _check_images(self, items: list[Any], exif_transpose: bool) -> list[Any]:
+    def _vision_spec(self) -> VisionSpec:
+        spec = self.manifest.vision
+        if spec is None:
+            raise BundleError("this bundle has no vision tower; rebuild it with --towers text,vision")
+        return spec
+
+    def _check_images(self, items: list[Any], exif_transpose: bool, fetch: FetchPolicy | None) -> list[Any]:
         """Decode every input once before any model compute; the first bad one raises with its index.
 
         Decoding is milliseconds per image against seconds of model time, so the check is cheap.
         Images are decoded again batch by batch when embedded: keeping every decoded image from
-        here would hold the whole call's pixels in memory at once.
+        here would hold the whole call's pixels in memory at once. URLs and data: URIs become
+        bytes here, so nothing is downloaded twice.
         """
         items = _read_streams(items)
         for index, item in enumerate(items):
             try:
+                if isinstance(item, str) and (is_url(item) or is_data_uri(item)):
+                    item = items[index] = image_reference(item, fetch)
                 open_image(item, exif_transpose, self.max_image_pixels)
             except InputError as exc:
                 raise InputError(f"image {index}: {exc}") from exc
@@ -190,38 +272,56 @@ class EdgeClip:
         batch_size: int = 4,
         precision: OutputPrecision = "float32",
         exif_transpose: bool = True,
+        fetch_urls: bool | FetchPolicy = False,
     ) -> np.ndarray:
         """Embed images.
 
         Args:
-            images: one image or a sequence: paths (str/Path), encoded bytes, binary file objects,
-                PIL images, or HxWx3 uint8 RGB arrays.
+            images: one image or a sequence: paths (str/Path), `data:` URIs, http(s) URLs (only with
+                fetch_urls), encoded bytes, binary file objects, PIL images, or HxWx3 uint8 RGB arrays.
             truncate_dim: one of `matryoshka_dims`; None keeps the full width.
             batch_size: images per session call.
             precision: "float32", "float16", or packed sign bits "binary"/"ubinary".
             exif_transpose: apply the EXIF orientation tag (True, what a person sees); False
                 reproduces the upstream reference exactly, which ignores it.
+            fetch_urls: False refuses URLs; True downloads them with the default FetchPolicy
+                (10 s timeout, 32 MB cap, http/https only); a FetchPolicy sets its own limits and hosts.
 
         Returns:
             (N, D) array in input order: unit-norm float rows, or (N, D/8) packed bytes.
         """
         items = _as_list(images, "image", _is_single_image)
-        spec = self.manifest.vision
-        if spec is None:
-            raise BundleError("this bundle has no vision tower; rebuild it with --towers text,vision")
+        spec = self._vision_spec()
+        check_preprocessing(spec)
         check_precision(precision)
         _check_batch_size(batch_size)
         session = self._session("vision")
         dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
-        items = self._check_images(items, exif_transpose)
-        embeddings = np.empty((len(items), session.variant.output_dim), dtype=np.float32)
+        items = self._check_images(items, exif_transpose, _policy(fetch_urls))
+        rows = []
         for start in range(0, len(items), batch_size):
-            try:
-                pixels = preprocess_images(items[start : start + batch_size], spec, exif_transpose, self.max_image_pixels)
-            except InputError as exc:  # re-number: the batch's index -> the caller's index
-                raise InputError(_renumber(str(exc), start)) from exc
-            embeddings[start : start + batch_size] = session.run({"pixel_values": pixels})[session.variant.outputs[0].name]
-        return to_precision(_finish(embeddings, dim, session.variant), precision)
+            batch = np.empty((len(items[start : start + batch_size]), 3, spec.image_size, spec.image_size), dtype=np.float32)
+            for offset, item in enumerate(items[start : start + batch_size]):
+                try:
+                    batch[offset] = preprocess_image(open_image(item, exif_transpose, self.max_image_pixels), spec)
+                except InputError as exc:  # a file that changed since the check
+                    raise InputError(f"image {start + offset}: {exc}") from exc
+            rows.append(self._run_vision(session, batch, batch_size))
+        return to_precision(_finish(np.concatenate(rows), dim, session.variant), precision)
+
+
+def _policy(fetch_urls: bool | FetchPolicy) -> FetchPolicy | None:
+    if isinstance(fetch_urls, FetchPolicy):
+        return fetch_urls
+    return FetchPolicy() if fetch_urls else None
+
+
+def _check_variant(bundle: Bundle, variant: str) -> None:
+    """An unknown variant fails at load(), not at the first encode."""
+    towers = [spec for spec in (bundle.manifest.text, bundle.manifest.vision) if spec is not None]
+    if not any(variant in spec.variants for spec in towers):
+        available = sorted({name for spec in towers for name in spec.variants})
+        raise BundleError(f"this bundle has no variant {variant!r}; available: {', '.join(available)}")
 
 
 def _read_streams(items: list[Any]) -> list[Any]:
@@ -243,13 +343,6 @@ def _finish(embeddings: FloatArray, dim: int, variant: Variant) -> FloatArray:
     if variant.normalized and dim == variant.output_dim:
         return embeddings  # the graph already returns unit-norm rows of this width
     return truncate_and_normalize(embeddings, dim)
-
-
-def _renumber(message: str, offset: int) -> str:
-    prefix, _, rest = message.partition(":")
-    if prefix.startswith("image ") and prefix[6:].isdigit():
-        return f"image {int(prefix[6:]) + offset}:{rest}"
-    return message
 
 
 def _is_single_image(value: Any) -> bool:
@@ -303,7 +396,8 @@ def load(
     Args:
         bundle_dir: directory with manifest.json (made by `python -m converters build`).
         variant: e.g. "fp32" or "int8"; None picks int8 on CPU and fp16 on GPU providers (else fp32).
-        threads: ONNX Runtime intra-op threads (None: one per physical core).
+            A name no tower has raises BundleError here, listing the available ones.
+        threads: ONNX Runtime intra-op threads, a positive int (None: one per physical core).
         providers: ONNX Runtime execution providers, checked against the installed ones;
             None means CPUExecutionProvider.
         max_image_pixels: images with more pixels (read from the header, before decoding) raise

@@ -7,6 +7,7 @@ torchvision's size and crop-offset arithmetic, then numpy. Pure functions first,
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -19,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ._types import FloatArray, ImageInput
 from .bundle import VisionSpec
 from .errors import InputError
+from .fetch import FetchPolicy, image_reference
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC}
 # Decompression-bomb guard, checked from the header before decoding: 64 MP is a 9000x7000 photo.
@@ -49,13 +51,35 @@ def to_normalized_chw(image: Image.Image, mean: Sequence[float], std: Sequence[f
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def open_image(source: ImageInput, exif_transpose: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+@functools.lru_cache(maxsize=1)
+def optional_decoders() -> dict[str, bool]:
+    """Formats past the classic ones that this install decodes: HEIC/HEIF with pillow-heif (the `heif`
+    extra; its opener is registered on first use), AVIF natively (Pillow >= 11.3) or through pillow-heif."""
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        heif = True
+    except ImportError:
+        heif = False
+    from PIL import features
+
+    return {"heif": heif, "avif": bool(features.check("avif")) or heif}
+
+
+def open_image(source: ImageInput, exif_transpose: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+               fetch: FetchPolicy | None = None) -> Image.Image:
     """Any accepted input -> an RGB PIL image (fully decoded; files are closed).
 
     exif_transpose=True applies the EXIF orientation tag (what a person sees); False matches the
     upstream reference, which ignores it. Animated files give their first frame; alpha is dropped
-    (as the reference's convert("RGB") does); 16-bit images are scaled to 8 bits.
+    (as the reference's convert("RGB") does); 16-bit images are scaled to 8 bits. A str may be a
+    `data:` URI, or an http(s) URL when `fetch` allows it.
     """
+    if isinstance(source, str):
+        fetched = image_reference(source, fetch)
+        if fetched is not None:
+            source = fetched
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
@@ -66,10 +90,18 @@ def open_image(source: ImageInput, exif_transpose: bool = True, max_pixels: int 
         image = _decode(io.BytesIO(source), "the given bytes", max_pixels)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_file():
-            raise InputError(f"image file {str(path)!r} does not exist")
-        with open(path, "rb") as handle:
-            image = _decode(handle, repr(str(path)), max_pixels)
+        shown = repr(str(path)) if len(str(path)) <= 200 else repr(str(path)[:197] + "...")
+        try:
+            if path.is_dir():
+                raise InputError(f"image path {shown} is a directory, not an image file (the CLI's --image-dir embeds "
+                                 "the images inside a directory)")
+            handle = open(path, "rb")
+        except FileNotFoundError as exc:
+            raise InputError(f"image file {shown} does not exist") from exc
+        except OSError as exc:  # name too long, permission denied, ...
+            raise InputError(f"cannot open image file {shown}: {exc.strerror or exc}") from exc
+        with handle:
+            image = _decode(handle, shown, max_pixels)
     elif hasattr(source, "read"):
         image = _decode(source, "the given file object", max_pixels)
     else:
@@ -80,11 +112,21 @@ def open_image(source: ImageInput, exif_transpose: bool = True, max_pixels: int 
     _check_pixels(image.width, image.height, max_pixels, "the image")
     if exif_transpose:
         image = ImageOps.exif_transpose(image)
-    if image.mode in _SIXTEEN_BIT_MODES:  # convert("RGB") would clip 16-bit values at 255
-        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).round().astype(np.uint8))
+    if image.mode in _SIXTEEN_BIT_MODES:
+        image = _eight_bit(image)
     with warnings.catch_warnings():  # palette transparency is dropped on purpose, like the reference
         warnings.filterwarnings("ignore", "Palette images with Transparency", UserWarning)
         return image.convert("RGB")
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """Integer modes (I, I;16...) -> L. Values that fit in 8 bits are kept as they are, which is what the
+    reference's convert("RGB") gives for them; real 16-bit data is scaled by 1/257, where the
+    reference would saturate everything above 255 to white."""
+    values = np.asarray(image)
+    if values.size and 0 <= values.min() and values.max() <= 255:
+        return Image.fromarray(values.astype(np.uint8))
+    return Image.fromarray((values.astype(np.float64) / 257.0).clip(0, 255).round().astype(np.uint8))
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
@@ -96,6 +138,7 @@ def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
 
 
 def _decode(stream, what: str, max_pixels: int) -> Image.Image:  # noqa: ANN001 - any binary file-like object
+    optional_decoders()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
@@ -106,9 +149,16 @@ def _decode(stream, what: str, max_pixels: int) -> Image.Image:  # noqa: ANN001 
         raise InputError(f"{what} is too large to decode safely ({exc}); images this large also need "
                          "PIL.Image.MAX_IMAGE_PIXELS raised") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot decode {what} as an image ({type(exc).__name__}: {exc}); "
-                         "is it a complete JPEG/PNG/WebP/GIF/BMP/TIFF file?") from exc
+        hint = "is it a complete JPEG/PNG/WebP/GIF/BMP/TIFF/AVIF file?"
+        if not optional_decoders()["heif"]:
+            hint += " HEIC needs pip install pillow-heif"
+        raise InputError(f"cannot decode {what} as an image ({type(exc).__name__}: {exc}); {hint}") from exc
     return image
+
+
+def check_preprocessing(spec: VisionSpec) -> None:
+    if spec.interpolation not in _RESAMPLE or spec.resize_mode != "shortest" or spec.crop != "center":
+        raise InputError(f"bundle asks for {spec.resize_mode}/{spec.interpolation}/{spec.crop} preprocessing, which this edgeclip does not implement")
 
 
 def preprocess_image(image: Image.Image, spec: VisionSpec) -> FloatArray:
@@ -137,14 +187,13 @@ def preprocess_image(image: Image.Image, spec: VisionSpec) -> FloatArray:
 
 
 def preprocess_images(images: Sequence[ImageInput], spec: VisionSpec, exif_transpose: bool = True,
-                      max_pixels: int = DEFAULT_MAX_PIXELS) -> FloatArray:
+                      max_pixels: int = DEFAULT_MAX_PIXELS, fetch: FetchPolicy | None = None) -> FloatArray:
     """Inputs -> (N, 3, S, S) float32; an InputError names the index of the first bad input."""
-    if spec.interpolation not in _RESAMPLE or spec.resize_mode != "shortest" or spec.crop != "center":
-        raise InputError(f"bundle asks for {spec.resize_mode}/{spec.interpolation}/{spec.crop} preprocessing, which this edgeclip does not implement")
+    check_preprocessing(spec)
     batch = np.empty((len(images), 3, spec.image_size, spec.image_size), dtype=np.float32)
     for index, source in enumerate(images):
         try:
-            batch[index] = preprocess_image(open_image(source, exif_transpose, max_pixels), spec)
+            batch[index] = preprocess_image(open_image(source, exif_transpose, max_pixels, fetch), spec)
         except InputError as exc:
             raise InputError(f"image {index}: {exc}") from exc
     return batch

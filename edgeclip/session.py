@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bundle import Bundle, TensorSpec, Tower, Variant, check_relative_path
-from .errors import BundleError
+from .errors import BundleError, InputError
 
 # ORT reports element types as "tensor(float)" etc.; the manifest uses numpy names.
 _ORT_TO_NUMPY = {
@@ -82,6 +82,15 @@ def check_providers(requested: Sequence[str] | None) -> list[str]:
     return list(requested)
 
 
+# --device for the CLI: onnxruntime falls back along the list.
+GPU_DEVICES: dict[str, list[str]] = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be a positive int (or None: one per physical core), got {threads!r}")
+
+
 def session_options(threads: int | None, low_memory: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -90,8 +99,7 @@ def session_options(threads: int | None, low_memory: bool = True) -> ort.Session
     # text at 1-512 tokens unchanged within noise (bench.compare --new-without-mem-pattern).
     options.enable_mem_pattern = not low_memory
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        check_threads(threads)
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return options
@@ -118,8 +126,11 @@ class TowerSession:
             self.session = ort.InferenceSession(
                 str(graph_path), sess_options=session_options(threads, low_memory), providers=check_providers(providers)
             )
-        except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
-            raise BundleError(f"onnxruntime cannot load {graph_path}: {exc}; rebuild the bundle") from exc
+        except Exception as exc:  # InvalidProtobuf, InvalidGraph, NoSuchFile, Fail...: none share a useful base class
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"onnxruntime cannot load {self.variant.graph} ({type(exc).__name__}: {reason}); the file "
+                              "is damaged or from an incompatible build: `edgeclip verify` checks it, rebuild or "
+                              "re-download the bundle") from exc
         self._check_contract()
 
     def _check_contract(self) -> None:

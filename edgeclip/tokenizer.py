@@ -20,6 +20,16 @@ class TokenBatch:
     attention_mask: IntArray  # (B, L) int64, 1 = real token
 
 
+@dataclass(frozen=True)
+class TokenizedText:
+    ids: list[int]  # what the model sees: <s> ... </s>, at most max_length tokens
+    tokens: int  # the text's token count before truncation
+
+    @property
+    def truncated(self) -> bool:
+        return self.tokens > len(self.ids)
+
+
 class TextTokenizer:
     """Tokenizes like the official encode_text: <s> text </s>, truncated to max_length tokens in all."""
 
@@ -49,24 +59,27 @@ class TextTokenizer:
 
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Token ids per text with <s>/</s>; longer texts are cut to max_length, keeping </s> last."""
-        encodings = self._tokenizer.encode_batch(list(texts))
-        ids = []
-        for encoding in encodings:
+        return [row.ids for row in self.tokenize(texts, max_length)]
+
+    def tokenize(self, texts: Sequence[str], max_length: int) -> list[TokenizedText]:
+        """Like `encode`, keeping each text's token count before truncation."""
+        out = []
+        for encoding in self._tokenizer.encode_batch(list(texts)):
             row = encoding.ids
             if len(row) > max_length:
                 row = row[: max_length - 1] + row[-1:]  # keep </s>, as the tokenizer's own truncation does
-            ids.append(row)
-        return ids
+            out.append(TokenizedText(row, len(encoding.ids)))
+        return out
 
     def lengths(self, texts: Sequence[str]) -> list[int]:
         """Token counts with <s>/</s>, before any truncation."""
         return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
 
     def pad(self, rows: Sequence[Sequence[int]]) -> TokenBatch:
+        """Right-pad with the pad id. The mask is `input_ids != pad_token_id`, as upstream builds it, so a
+        literal "<pad>" inside a text is masked out too (attention and mean pooling), exactly like upstream."""
         width = max(len(r) for r in rows)
         input_ids = np.full((len(rows), width), self.spec.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
         for i, row in enumerate(rows):
             input_ids[i, : len(row)] = row
-            attention_mask[i, : len(row)] = 1
-        return TokenBatch(input_ids, attention_mask)
+        return TokenBatch(input_ids, (input_ids != self.spec.pad_token_id).astype(np.int64))

@@ -1,0 +1,42 @@
+"""`edgeclip info | verify | embed ...`: one module per command, each a thin layer over the library.
+
+Exit codes: 0 ok; 1 some inputs failed (the others were written); 2 bad arguments, bundle or
+output; 130 interrupted (what was finished is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..errors import EdgeClipError
+from . import embed, info
+from .info import info_text
+
+__all__ = ["info_text", "main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="edgeclip", description="jina-clip-v2 embeddings on CPUs (ONNX Runtime)")
+    root.add_argument("--version", action="version", version=f"edgeclip {__version__}")
+    sub = root.add_subparsers(dest="command", required=True)
+    info.add_parsers(sub)
+    embed.add_parser(sub)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except EdgeClipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `edgeclip embed ... --out - | head`: the reader left; not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

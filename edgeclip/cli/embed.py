@@ -1,0 +1,251 @@
+"""`edgeclip embed BUNDLE [inputs] --out FILE`: a streaming, resumable job over the shared pipeline.
+
+Everything that can be refused is refused before the first input: the output path, the lock,
+an output written with other settings, the options, the towers the job needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..bundle import MANIFEST_FILE, sha256_file
+from ..errors import InputError
+from ..fetch import FetchPolicy
+from ..jobs import JobOptions, JobSummary, OutputSettings, ScanReport, Sink, open_sink, run_job, sources
+from ..model import EdgeClip, load
+from ..postprocess import PRECISIONS, check_precision, check_truncate_dim
+from ..preprocess import DEFAULT_MAX_PIXELS
+from ..session import GPU_DEVICES
+
+MAX_LISTED_FAILURES = 50
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("embed", help="embed texts and images into .jsonl, .npy (+ ids) or .parquet; resumable",
+                       description="Embed texts and images. Rerunning the same command on the same --out embeds only "
+                       "what is missing; Ctrl-C stops cleanly and keeps every finished row.")
+    p.add_argument("bundle", type=Path)
+    inputs = p.add_argument_group("inputs")
+    inputs.add_argument("--text", action="append", default=[], help="a text to embed (repeatable)")
+    inputs.add_argument("--text-file", action="append", default=[], metavar="FILE",
+                        help="UTF-8 file, one text per non-empty line (- reads stdin)")
+    inputs.add_argument("--jsonl", action="append", default=[], metavar="FILE",
+                        help='records {"id": ..., "text": ...} or {"id": ..., "image": path|URL|data-URI} (- reads stdin)')
+    inputs.add_argument("--image", nargs="+", action="extend", default=[], help="image files, data: URIs or URLs (with --fetch-urls)")
+    inputs.add_argument("--image-dir", action="append", default=[], metavar="DIR", help="folder searched recursively for images")
+    inputs.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (10 s timeout, 32 MB cap)")
+    inputs.add_argument("--allow-host", action="append", metavar="HOST", help="with --fetch-urls: only these hosts (repeatable)")
+    model = p.add_argument_group("model")
+    model.add_argument("--task", help="e.g. retrieval.query: prepend the model's query instruction to texts")
+    model.add_argument("--dim", type=int, help="Matryoshka dim to truncate to (see `edgeclip info`)")
+    model.add_argument("--precision", choices=PRECISIONS, default="float32")
+    model.add_argument("--max-length", type=_positive, help="tokens per text (default 512, up to 8192); longer texts are truncated and counted")
+    model.add_argument("--batch-size", type=_positive, help="inputs per model call (default: 32 texts, 4 images)")
+    model.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (as the upstream reference does)")
+    model.add_argument("--max-image-pixels", type=_positive, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression-bomb guard)")
+    model.add_argument("--variant", help="bundle variant, e.g. fp32 (default: int8 on CPU, fp16 on GPU)")
+    model.add_argument("--threads", type=_positive, help="onnxruntime threads (default: one per core)")
+    where = model.add_mutually_exclusive_group()
+    where.add_argument("--device", choices=("cpu", "cuda"), help="cuda needs onnxruntime-gpu")
+    where.add_argument("--providers", help="comma-separated onnxruntime execution providers, in order of preference")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, help="FILE.jsonl, FILE.npy (ids in FILE.ids.jsonl), FILE.parquet, or - (JSONL on stdout)")
+    out.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming an existing --out")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _providers(args: argparse.Namespace) -> list[str] | None:
+    if args.providers:
+        return [p.strip() for p in args.providers.split(",") if p.strip()]
+    return GPU_DEVICES[args.device] if args.device else None
+
+
+def _stdin_users(args: argparse.Namespace) -> int:
+    return sum(name == sources.STDIN for name in [*args.text_file, *args.jsonl])
+
+
+def _item_sources(args: argparse.Namespace, report: ScanReport) -> Callable[[], Iterator[sources.Item]]:
+    """A function that starts a fresh pass over every input (counting runs one before the job)."""
+    for directory in args.image_dir:
+        if not Path(directory).is_dir():
+            raise InputError(f"--image-dir {directory} is not a directory")
+    for name in [*args.text_file, *args.jsonl]:
+        if name != sources.STDIN and not Path(name).is_file():
+            raise InputError(f"input file {name} does not exist (or is not a file)")
+
+    def items() -> Iterator[sources.Item]:
+        report.clear()  # each pass counts afresh
+        yield from sources.texts(args.text)
+        for name in args.text_file:
+            yield from sources.text_file(name)
+        for name in args.jsonl:
+            yield from sources.jsonl_file(name)
+        yield from sources.image_files(args.image)
+        for directory in args.image_dir:
+            yield from sources.image_dir(directory, report)
+
+    return items
+
+
+def _needed_towers(args: argparse.Namespace, model: EdgeClip, count: Callable[[], tuple[int, set[str]]] | None) -> set[str]:
+    towers = set()
+    if args.text or args.text_file:
+        towers.add("text")
+    if args.image or args.image_dir:
+        towers.add("vision")
+    if args.jsonl:
+        if count is None:  # JSONL on stdin: unknown until read, so every tower the bundle has
+            towers |= {t for t, spec in (("text", model.manifest.text), ("vision", model.manifest.vision)) if spec}
+        else:
+            towers |= {"vision" if kind == "image" else "text" for kind in count()[1]}
+    return towers
+
+
+def _settings(model: EdgeClip, args: argparse.Namespace, towers: set[str], options: JobOptions) -> OutputSettings:
+    check_precision(args.precision)
+    dims = {check_truncate_dim(args.dim, model.matryoshka_dims, model.output_dim(t)) for t in sorted(towers)}  # type: ignore[arg-type]
+    if "text" in towers:
+        model.tokenize([""], task=args.task, max_length=args.max_length)  # checks task and max_length now
+    spec = model.manifest.text
+    max_length = args.max_length or (spec.default_max_length if spec else 0)
+    towers_in_bundle = [t for t, s in (("text", model.manifest.text), ("vision", model.manifest.vision)) if s]
+    return OutputSettings(
+        bundle_sha256=sha256_file(model.bundle.directory / MANIFEST_FILE), model=model.manifest.source.model_id,
+        variants={t: model.variant_name(t) for t in towers_in_bundle}, dim=min(dims), precision=args.precision,  # type: ignore[arg-type]
+        task=args.task, max_length=max_length, exif_transpose=options.exif_transpose)
+
+
+def _run_interruptibly(job: Callable[[threading.Event], Any]) -> Any:
+    """Run `job(stop)` in a thread; the first Ctrl-C (or SIGTERM) sets `stop`, the second quits at once."""
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = job(stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = exc
+
+    def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
+        if stop.is_set():
+            print("\nquitting now; rows already written are kept (a rerun repairs a torn last line)", file=sys.stderr)
+            os._exit(130)
+        stop.set()
+        print("\nstopping after the batch in progress (Ctrl-C again to quit at once)", file=sys.stderr)
+
+    worker = threading.Thread(target=target, name="edgeclip-job")
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _progress_bar(total: int | None, quiet: bool) -> Any:
+    from tqdm import tqdm  # installed with tokenizers (via huggingface_hub)
+
+    # disable=None: drawn on a terminal only, so logs and pipes stay clean.
+    return tqdm(total=total, unit="item", disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5, smoothing=0.1)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.text or args.text_file or args.jsonl or args.image or args.image_dir):
+        raise InputError("nothing to embed: give --text, --text-file, --jsonl, --image or --image-dir")
+    if _stdin_users(args) > 1:
+        raise InputError("only one of --text-file - and --jsonl - can read stdin")
+    from ..jobs.sinks import check_output_path
+
+    check_output_path(args.out)  # before the model loads: a bad --out costs nothing
+    report = ScanReport()
+    passes = _item_sources(args, report)
+    model = load(args.bundle, variant=args.variant, threads=args.threads, providers=_providers(args),
+                 max_image_pixels=args.max_image_pixels)
+    fetch = FetchPolicy(allowed_hosts=tuple(h.lower() for h in args.allow_host) if args.allow_host else None) if args.fetch_urls else None
+    options = JobOptions(task=args.task, truncate_dim=args.dim, precision=args.precision, max_length=args.max_length,
+                         text_batch=args.batch_size or 32, image_batch=args.batch_size or 4,
+                         exif_transpose=not args.no_exif, fetch=fetch)
+    counted: dict[str, Any] = {}
+
+    def count() -> tuple[int, set[str]]:
+        if not counted:
+            kinds: set[str] = set()
+            total = 0
+            for item in passes():
+                total += 1
+                if item.error is None:
+                    kinds.add(item.kind)
+            counted.update(total=total, kinds=kinds)
+        return counted["total"], counted["kinds"]
+
+    can_count = _stdin_users(args) == 0
+    towers = _needed_towers(args, model, count if can_count else None)
+    if can_count and count()[0] == 0:
+        found = "; ".join(report.lines())
+        raise InputError(f"nothing to embed: the inputs hold no texts or images{' (' + found + ')' if found else ''}")
+    settings = _settings(model, args, towers, options)
+    model.open_towers(sorted(towers))  # type: ignore[arg-type]  # a missing tower or damaged graph fails now
+    sink = open_sink(args.out, settings, overwrite=args.overwrite)
+    bar = _progress_bar(count()[0] if can_count else None, args.quiet)
+    try:
+        summary = _run_interruptibly(lambda stop: run_job(model, passes(), sink, options, stop=stop, progress=bar.update))
+    finally:
+        bar.close()
+        sink.close()
+    return _report(summary, sink, args, report, counted.get("total"))
+
+
+def _report(summary: JobSummary, sink: Sink, args: argparse.Namespace, scan: ScanReport, total: int | None) -> int:
+    say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    where = "stdout" if args.out == "-" else args.out
+    rate = summary.embedded / summary.seconds if summary.seconds else 0.0
+    say(f"embedded {summary.texts} texts and {summary.images} images in {summary.seconds:.1f} s ({rate:.1f}/s) -> {where}"
+        + (f" ({sink.unique_rows} rows in all)" if args.out != "-" else ""))
+    if summary.skipped:
+        say(f"skipped {summary.skipped} already in {where} (unchanged since they were embedded)")
+    if summary.changed:
+        say(f"re-embedded {summary.changed} inputs that changed since the last run (their old rows were dropped)")
+    if summary.truncated:
+        limit = args.max_length or 512
+        say(f"{summary.truncated} texts were longer than {limit} tokens and were truncated (--max-length raises the limit, up to 8192)")
+    for line in scan.lines():
+        say(line)
+    if summary.interrupted:
+        say(f"interrupted: every finished row is in {where}; run the same command again to embed the rest")
+        return 130
+    if summary.failures:
+        seen = total if total is not None else summary.embedded + summary.skipped + len(summary.failures)
+        say(f"{len(summary.failures)} of {seen} inputs failed and are not in the output (a rerun retries them):")
+        for failure in itertools.islice(summary.failures, MAX_LISTED_FAILURES):
+            say(f"  {failure.kind} {failure.id}: {failure.reason}")
+        if len(summary.failures) > MAX_LISTED_FAILURES:
+            say(f"  ... and {len(summary.failures) - MAX_LISTED_FAILURES} more")
+        return 1
+    return 0

@@ -1,0 +1,154 @@
+""".npy output that grows in place: a fixed-size header rewritten after each batch, plus `OUT.ids.jsonl`.
+
+Per batch: rows are appended to the array, their ids to the sidecar, then the header's row count
+is updated. A reader (np.load) sees only counted rows; a killed job leaves at most uncounted
+bytes, which the next open cuts back to the rows that both files hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .sinks import FileSink, RowBatch
+
+HEADER_BYTES = 128  # magic (6) + version (2) + header length (2) + the dict, space-padded, '\n'-terminated
+MAGIC = b"\x93NUMPY\x01\x00"
+
+
+def ids_path(path: Path) -> Path:
+    return path.with_name(path.name[: -len(".npy")] + ".ids.jsonl")
+
+
+def _header(dtype: np.dtype, rows: int, width: int) -> bytes:
+    text = f"{{'descr': {dtype.str!r}, 'fortran_order': False, 'shape': ({rows}, {width}), }}"
+    body = text.ljust(HEADER_BYTES - len(MAGIC) - 2 - 1) + "\n"
+    return MAGIC + len(body).to_bytes(2, "little") + body.encode("latin1")
+
+
+def _read_header(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    with open(path, "rb") as handle:
+        if np.lib.format.read_magic(handle) != (1, 0):
+            raise ValueError("not written by edgeclip embed (npy format version differs)")
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        if handle.tell() != HEADER_BYTES:
+            raise ValueError("not written by edgeclip embed (header size differs)")
+    return dtype, shape
+
+
+class NpySink(FileSink):
+    def files(self) -> list[Path]:
+        return [self.path, ids_path(self.path), self.meta_path, self._marker]
+
+    @property
+    def _marker(self) -> Path:
+        return self.path.with_name(self.path.name + ".compacting")
+
+    def _tmp(self, path: Path) -> Path:
+        return path.with_name(f".{path.name}.compact")
+
+    def _open_existing(self) -> None:
+        self._data = None
+        self._ids = None
+        self._roll_forward()
+        width, dtype = self.settings.row_width, self.settings.dtype
+        if not self.path.exists():
+            return
+        self.settings.check_same(self._stored_settings(), str(self.path))
+        try:
+            stored_dtype, shape = _read_header(self.path)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{self.path} is damaged ({exc}); use --overwrite to start afresh") from exc
+        if stored_dtype != dtype or len(shape) != 2 or shape[1] != width:
+            raise InputError(f"{self.path} holds {stored_dtype} rows of width {shape[1:]}, this run writes {dtype} of "
+                             f"width {width}; use another --out or --overwrite")
+        data_rows = (self.path.stat().st_size - HEADER_BYTES) // (width * dtype.itemsize)
+        sidecar = ids_path(self.path)
+        records: list[tuple[str, str]] = []
+        sizes: list[int] = []
+        if sidecar.exists():
+            with open(sidecar, "rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    if not line.endswith(b"\n") or len(records) >= min(shape[0], data_rows):
+                        break
+                    try:
+                        record = json.loads(line)
+                        records.append((str(record["id"]), str(record.get("fingerprint", ""))))
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise InputError(f"{sidecar} line {number} is damaged ({exc}); use --overwrite to start afresh") from exc
+                    sizes.append(len(line))
+        rows = len(records)
+        for item_id, fingerprint in records:
+            self._remember(item_id, fingerprint)
+        os.truncate(self.path, HEADER_BYTES + rows * width * dtype.itemsize)
+        if sidecar.exists():
+            os.truncate(sidecar, sum(sizes))
+        self._write_header(rows)
+
+    def _roll_forward(self) -> None:
+        """Finish a compaction that a killed job began: both new files were complete before the marker was written."""
+        if not self._marker.exists():
+            return
+        for target in (self.path, ids_path(self.path)):
+            if self._tmp(target).exists():
+                os.replace(self._tmp(target), target)
+        self._marker.unlink()
+
+    def _write_header(self, rows: int) -> None:
+        header = _header(self.settings.dtype, rows, self.settings.row_width)
+        mode = "r+b" if self.path.exists() else "wb"
+        with open(self.path, mode) as handle:
+            handle.write(header)
+
+    def _append(self, batch: RowBatch) -> None:
+        if self._data is None:
+            if not self.path.exists():
+                self._write_header(0)
+            self._data = open(self.path, "r+b")  # noqa: SIM115 - closed in _finish
+            self._ids = open(ids_path(self.path), "ab")  # noqa: SIM115
+        vectors = np.ascontiguousarray(batch.vectors, dtype=self.settings.dtype)
+        self._data.seek(0, os.SEEK_END)
+        self._data.write(vectors.tobytes())
+        self._data.flush()
+        lines = (json.dumps({"id": i, "kind": k, "fingerprint": f}, ensure_ascii=False) + "\n"
+                 for i, k, f in zip(batch.ids, batch.kinds, batch.fingerprints))
+        self._ids.write("".join(lines).encode("utf-8"))  # type: ignore[union-attr]
+        self._ids.flush()  # type: ignore[union-attr]
+        self._data.seek(0)
+        self._data.write(_header(self.settings.dtype, self.rows + len(batch.ids), self.settings.row_width))
+        self._data.flush()
+
+    def _finish(self) -> None:
+        for handle in (self._data, self._ids):
+            if handle is not None:
+                os.fsync(handle.fileno())
+                handle.close()
+        self._data = self._ids = None
+        keep = self._keep()
+        if keep is not None and self.path.exists():
+            self._compact(sorted(keep))
+
+    def _compact(self, keep: list[int]) -> None:
+        array = np.load(self.path, mmap_mode="r")
+        sidecar = ids_path(self.path)
+        wanted = set(keep)
+        with open(sidecar, "rb") as handle:
+            lines = [line for row, line in enumerate(handle) if row in wanted]
+        with open(self._tmp(self.path), "wb") as handle:
+            handle.write(_header(self.settings.dtype, len(keep), self.settings.row_width))
+            for start in range(0, len(keep), 4096):  # bounded memory whatever the output's size
+                handle.write(np.ascontiguousarray(array[keep[start : start + 4096]]).tobytes())
+            os.fsync(handle.fileno())
+        del array
+        with open(self._tmp(sidecar), "wb") as handle:
+            handle.write(b"".join(lines))
+            os.fsync(handle.fileno())
+        self._marker.write_bytes(b"")
+        self._roll_forward()
+        with contextlib.suppress(FileNotFoundError):
+            self._marker.unlink()

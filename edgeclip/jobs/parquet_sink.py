@@ -1,0 +1,128 @@
+""".parquet output (the `parquet` extra: pyarrow): shards while the job runs, one file when it closes.
+
+A Parquet file is only readable once its footer is written, so rows go into shards
+(`.OUT.parts/part-NNNNNN.parquet`, each written atomically) every few hundred rows; closing the sink
+(at the end, or after Ctrl-C) merges the previous file and the shards into a new file and renames
+it over the old one. A killed job leaves its shards; the next run picks them up. Columns: id, kind,
+dim, fingerprint, embedding (fixed-size list); the settings, the bundle's manifest checksum among
+them, are in the file metadata under "edgeclip".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._files import atomic_write_bytes
+from ..errors import InputError
+from .sinks import FileSink, RowBatch
+
+SHARD_ROWS = 512
+SHARD_SECONDS = 30.0  # and at least this often, so a hard kill loses little
+METADATA_KEY = b"edgeclip"
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401 - loads the submodule onto pyarrow
+    except ImportError as exc:
+        raise InputError("writing .parquet needs pyarrow: pip install 'edgeclip[parquet]' (or use .jsonl / .npy)") from exc
+    return pyarrow
+
+
+class ParquetSink(FileSink):
+    def __init__(self, path: Path, settings: Any, overwrite: bool) -> None:
+        self.pa = _pyarrow()
+        self.parts = path.with_name(f".{path.name}.parts")
+        self._pending: list[RowBatch] = []
+        self._shards: list[Path] = []
+        self._last_shard = time.monotonic()
+        super().__init__(path, settings, overwrite)
+
+    def files(self) -> list[Path]:
+        return [self.path, self.meta_path]
+
+    def _remove_all(self) -> None:
+        super()._remove_all()
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    def schema(self) -> Any:
+        pa = self.pa
+        value = {"float32": pa.float32(), "float16": pa.float16(), "binary": pa.int8(), "ubinary": pa.uint8()}
+        fields = [("id", pa.string()), ("kind", pa.string()), ("dim", pa.int32()), ("fingerprint", pa.string()),
+                  ("embedding", pa.list_(value[self.settings.precision], self.settings.row_width))]
+        return pa.schema(fields, metadata={METADATA_KEY: json.dumps(self.settings.to_dict()).encode()})
+
+    def _open_existing(self) -> None:
+        sources = ([self.path] if self.path.exists() else []) + sorted(self.parts.glob("part-*.parquet"))
+        if sources:
+            self.settings.check_same(self._stored_settings(), str(self.path))
+        for source in sources:
+            try:
+                table = self.pa.parquet.read_table(source, columns=["id", "fingerprint"])
+            except (OSError, self.pa.ArrowException) as exc:
+                raise InputError(f"{source} is damaged ({exc}); use --overwrite to start afresh") from exc
+            for item_id, fingerprint in zip(table.column("id").to_pylist(), table.column("fingerprint").to_pylist()):
+                self._remember(item_id, fingerprint)
+        self._shards = [s for s in sources if s != self.path]
+        for stray in self.parts.glob(".*"):  # a shard a killed job was still writing
+            stray.unlink()
+
+    def _append(self, batch: RowBatch) -> None:
+        self._pending.append(batch)
+        if sum(len(b.ids) for b in self._pending) >= SHARD_ROWS or time.monotonic() - self._last_shard >= SHARD_SECONDS:
+            self._write_shard()
+
+    def _table(self, batches: list[RowBatch]) -> Any:
+        pa = self.pa
+        vectors = np.concatenate([b.vectors for b in batches]).astype(self.settings.dtype, copy=False)
+        flat = pa.array(vectors.reshape(-1))
+        ids = [i for b in batches for i in b.ids]
+        columns = [pa.array(ids, pa.string()), pa.array([k for b in batches for k in b.kinds], pa.string()),
+                   pa.array(np.full(len(ids), self.settings.dim, dtype=np.int32)),
+                   pa.array([f for b in batches for f in b.fingerprints], pa.string()),
+                   pa.FixedSizeListArray.from_arrays(flat, self.settings.row_width)]
+        return pa.Table.from_arrays(columns, schema=self.schema())
+
+    def _write_shard(self) -> None:
+        if not self._pending:
+            return
+        self.parts.mkdir(exist_ok=True)
+        shard = self.parts / f"part-{len(self._shards):06d}.parquet"
+        sink = self.pa.BufferOutputStream()
+        self.pa.parquet.write_table(self._table(self._pending), sink)
+        atomic_write_bytes(shard, sink.getvalue().to_pybytes())
+        self._shards.append(shard)
+        self._pending = []
+        self._last_shard = time.monotonic()
+
+    def _finish(self) -> None:
+        self._write_shard()
+        if not self._shards:
+            return
+        keep = self._keep()
+        tmp = self.path.with_name(f".{self.path.name}.merge")
+        row = 0
+        with self.pa.parquet.ParquetWriter(tmp, self.schema()) as writer:
+            for source in ([self.path] if self.path.exists() else []) + self._shards:
+                parquet = self.pa.parquet.ParquetFile(source)
+                for group in range(parquet.num_row_groups):  # one row group at a time: bounded memory
+                    table = parquet.read_row_group(group).replace_schema_metadata(self.schema().metadata)
+                    if keep is not None:
+                        mask = np.array([r in keep for r in range(row, row + table.num_rows)], dtype=bool)
+                        table = table.filter(self.pa.array(mask))
+                    row += parquet.metadata.row_group(group).num_rows
+                    if table.num_rows:
+                        writer.write_table(table)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        shutil.rmtree(self.parts, ignore_errors=True)
+        self._shards = []

@@ -1,0 +1,209 @@
+"""The job: items -> decode (a thread, overlapped with the model) -> batches -> sessions -> sink.
+
+Memory stays bounded whatever the job's size: the decode thread runs at most a few batches ahead
+(a bounded queue), texts are embedded in windows of a few batches (length-sorted inside a window,
+written in arrival order), and rows go to the sink as each batch finishes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..fetch import FetchPolicy
+from ..model import EdgeClip
+from .sinks import RowBatch, Sink
+from .sources import Item
+
+_END = object()  # the decode thread has no more items
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    task: str | None = None
+    truncate_dim: int | None = None
+    precision: str = "float32"
+    max_length: int | None = None
+    text_batch: int = 32  # texts per session call
+    image_batch: int = 4  # images per session call
+    exif_transpose: bool = True
+    fetch: FetchPolicy | None = None  # None: URLs are refused
+    text_window: int = 4  # text batches tokenized and length-sorted together
+
+
+@dataclass(frozen=True)
+class Failure:
+    id: str
+    kind: str
+    reason: str
+
+
+@dataclass
+class JobSummary:
+    texts: int = 0  # embedded by this run
+    images: int = 0
+    skipped: int = 0  # already in the output with the same fingerprint
+    changed: int = 0  # in the output, but the input changed: embedded again, the old row dropped
+    truncated: int = 0  # texts cut to max_length
+    failures: list[Failure] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def embedded(self) -> int:
+        return self.texts + self.images
+
+
+@dataclass
+class _Decoded:
+    item: Item
+    payload: Any  # token ids (list[int]) for texts, (3, S, S) float32 pixels for images
+
+
+class _Decoder(threading.Thread):
+    """Reads items and prepares them (tokens, pixels) ahead of the model, into a bounded queue."""
+
+    def __init__(self, model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOptions, stop: threading.Event) -> None:
+        super().__init__(name="edgeclip-decode", daemon=True)
+        self.model, self.items, self.sink, self.options, self.stop = model, items, sink, options, stop
+        self.out: queue.Queue[Any] = queue.Queue(maxsize=options.text_batch * options.text_window + 2 * options.image_batch)
+        # Decoded images are 3 MB each at 512 px: at most two batches of them exist at once.
+        self.image_slots = threading.BoundedSemaphore(2 * options.image_batch)
+        self.error: BaseException | None = None
+
+    def put(self, value: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            seen: set[str] = set()
+            for item in self.items:
+                if self.stop.is_set():
+                    return
+                if not self.put(self._prepare(item, seen)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the job's thread, which re-raises it
+            self.error = exc
+        finally:
+            self.put(_END)
+
+    def _prepare(self, item: Item, seen: set[str]) -> _Decoded | Failure | None:
+        """None: skip (already embedded). Failure: reported. Else the item with its model input."""
+        if item.error is not None:
+            return Failure(item.id, item.kind, item.error)
+        if item.id in seen:
+            return Failure(item.id, item.kind, "duplicate id in this job's inputs: the first one is kept")
+        seen.add(item.id)
+        stored = self.sink.done.get(item.id)
+        if stored is not None and stored == item.fingerprint and item.fingerprint:
+            return None
+        try:
+            if item.kind == "text":
+                [tokens] = self.model.tokenize([item.value], task=self.options.task, max_length=self.options.max_length)
+                return _Decoded(item, tokens)
+        except InputError as exc:
+            return Failure(item.id, item.kind, str(exc))
+        while not self.image_slots.acquire(timeout=0.1):  # released once the image's batch is embedded
+            if self.stop.is_set():
+                return None
+        try:
+            pixels = self.model.image_pixels(item.value, exif_transpose=self.options.exif_transpose,
+                                             fetch_urls=self.options.fetch or False)
+            return _Decoded(item, pixels)
+        except InputError as exc:
+            self.image_slots.release()
+            return Failure(item.id, item.kind, str(exc))
+
+
+def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOptions = JobOptions(), *,
+            stop: threading.Event | None = None, progress: Callable[[int], None] | None = None) -> JobSummary:
+    """Embed `items` into `sink`, skipping ids it already holds with the same fingerprint.
+
+    `stop` (set from another thread, e.g. on Ctrl-C) ends the job after the batch in progress;
+    every row written stays. `progress(n)` is called as items finish (embedded, skipped or failed).
+    Closing the sink is the caller's job (it may still compact or merge).
+    """
+    stop = stop or threading.Event()
+    advance = progress or (lambda n: None)
+    summary = JobSummary()
+    started = time.perf_counter()
+    text_window = options.text_batch * options.text_window
+    decoder = _Decoder(model, items, sink, options, stop)
+    texts: list[_Decoded] = []
+    images: list[_Decoded] = []
+
+    def write(batch: list[_Decoded], vectors: np.ndarray) -> None:
+        for decoded in batch:
+            if decoded.item.id in sink.done:
+                summary.changed += 1
+        sink.write(RowBatch([d.item.id for d in batch], [d.item.kind for d in batch],
+                            [d.item.fingerprint for d in batch], vectors))
+        advance(len(batch))
+
+    def flush_texts() -> None:
+        if texts:
+            vectors = model.embed_tokens([d.payload.ids for d in texts], truncate_dim=options.truncate_dim,
+                                         precision=options.precision, batch_size=options.text_batch)  # type: ignore[arg-type]
+            summary.texts += len(texts)
+            summary.truncated += sum(d.payload.truncated for d in texts)
+            write(texts, vectors)
+            texts.clear()
+
+    def flush_images() -> None:
+        if images:
+            vectors = model.embed_pixels(np.stack([d.payload for d in images]), truncate_dim=options.truncate_dim,
+                                         precision=options.precision, batch_size=options.image_batch)  # type: ignore[arg-type]
+            summary.images += len(images)
+            write(images, vectors)
+            for _ in images:
+                decoder.image_slots.release()
+            images.clear()
+
+    decoder.start()
+    finished = False
+    try:
+        while not stop.is_set():
+            try:
+                entry = decoder.out.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if entry is _END:
+                if decoder.error is not None:
+                    raise decoder.error
+                flush_texts()
+                flush_images()
+                finished = True
+                break
+            if entry is None:
+                summary.skipped += 1
+                advance(1)
+            elif isinstance(entry, Failure):
+                summary.failures.append(entry)
+                advance(1)
+            elif entry.item.kind == "text":
+                texts.append(entry)
+                if len(texts) >= text_window:
+                    flush_texts()
+            else:
+                images.append(entry)
+                if len(images) >= options.image_batch:
+                    flush_images()
+        summary.interrupted = not finished
+    finally:
+        stop.set()  # the decode thread ends at its next put
+        decoder.join(timeout=5)
+        summary.seconds = time.perf_counter() - started
+    return summary
