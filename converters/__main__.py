@@ -82,9 +82,11 @@ def gate_summary(key: str, figures: dict) -> str:  # type: ignore[type-arg]
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m converters", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="show every log line (the quantizers' included)")
     sub = root.add_subparsers(dest="command", required=True)
 
-    make = sub.add_parser("make-checkpoint", help="write a random checkpoint in the official jina-clip-v2 layout")
+    make = sub.add_parser("make-checkpoint", parents=[common], help="write a random checkpoint in the official jina-clip-v2 layout")
     make.add_argument("out", type=Path, help="directory to create")
     make.add_argument("--size", choices=("tiny", "full"), default="tiny", help="tiny: unit tests; full: real config")
     make.add_argument("--seed", type=int, default=0)
@@ -92,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     make.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     make.set_defaults(run=_make_checkpoint)
 
-    build = sub.add_parser("build", help="export, validate and package a bundle")
+    build = sub.add_parser("build", parents=[common], help="export, validate and package a bundle")
     build.add_argument("source", help="checkpoint directory, or a hub id such as jinaai/jina-clip-v2")
     build.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     build.add_argument("--towers", default="text,vision", help="comma-separated: text, vision")
@@ -104,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--threads", type=int, help="onnxruntime threads for validation")
     build.set_defaults(run=_build)
 
-    validate = sub.add_parser("validate", help="gate every variant of a bundle against its fp32 graph")
+    validate = sub.add_parser("validate", parents=[common], help="gate every variant of a bundle against its fp32 graph")
     validate.add_argument("bundle", type=Path, help="bundle directory (built with --variants)")
     validate.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                           help="where the fp32 reference runs: cuda needs onnxruntime-gpu; auto uses it when present")
@@ -116,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
                               help=f"threshold for {meaning} (default: per precision, see converters/gate.py)")
     validate.set_defaults(run=_validate)
 
-    parity = sub.add_parser("parity", help="compare our reference with the official remote-code model (online)")
+    parity = sub.add_parser("parity", parents=[common], help="compare our reference with the official remote-code model (online)")
     parity.add_argument("source", nargs="?", default="jinaai/jina-clip-v2", help="checkpoint directory or hub id")
     parity.add_argument("--revision", help="hub revision")
     parity.add_argument("--images", nargs="*", default=[], help="image files to compare (default: synthetic images)")
@@ -128,6 +130,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    if args.verbose:
+        logging.getLogger("converters").setLevel(logging.DEBUG)
     try:
         require_convert_deps()
         return int(args.run(args))

@@ -7,7 +7,10 @@ accurate without VNNI; MatMulNBits int4 pays at small batch only.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,35 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .export import save_graph
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def held_back_logs(label: str) -> Iterator[None]:
+    """ORT's quantizers log a line per tensor (~190-230 per full-size tower) and a pre-processing hint: hold those
+    back and say how many there were. With `--verbose` (DEBUG on the converters logger) all pass."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    held: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.name.startswith("converters") or record.levelno >= logging.ERROR:
+            return True
+        held.append(record)
+        return False
+
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
+        if held:
+            log.info("%s: %d quantizer log lines held back (--verbose shows them)", label, len(held))
 
 
 @dataclass(frozen=True)
@@ -89,6 +121,14 @@ def quantize_embedding_tables(model: onnx.ModelProto) -> int:
 
 def quantize_graph(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> list[Path]:
     """Write the recipe's variant of `fp32_path` to `out_path` (+ external data if large). Returns the files."""
+    with held_back_logs(f"{out_path.name}"):
+        model = _quantized(fp32_path, recipe, out_path)
+    if recipe.int8_embedding_table:
+        quantize_embedding_tables(model)
+    return save_graph(model, out_path)
+
+
+def _quantized(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> onnx.ModelProto:
     if recipe.precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -113,6 +153,4 @@ def quantize_graph(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> list
         model = quantizer.model.model
     else:
         raise ValueError(f"unknown precision {recipe.precision!r}")
-    if recipe.int8_embedding_table:
-        quantize_embedding_tables(model)
-    return save_graph(model, out_path)
+    return model
