@@ -32,13 +32,15 @@ def test_embed_writes_jsonl_in_input_order(tiny_bundle: Path, tmp_path: Path, ca
                  "--image-dir", str(images), "--dim", "32", "--task", "retrieval.query", "--out", str(out)])
     assert code == 0
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [r["source"] for r in records] == ["--text[0]", f"{tmp_path / 'texts.txt'}:1", f"{tmp_path / 'texts.txt'}:3",
-                                              str(images / "b.png"), str(images / "sub" / "a.jpg")]
+    assert [r["id"] for r in records] == ["--text[0]", f"{tmp_path / 'texts.txt'}:1", f"{tmp_path / 'texts.txt'}:3",
+                                          str(images / "b.png"), str(images / "sub" / "a.jpg")]
     assert [r["kind"] for r in records] == ["text"] * 3 + ["image"] * 2
+    assert {r["dim"] for r in records} == {32}
     model = edgeclip.load(tiny_bundle)
     expected = model.encode_text(["hello", "first line", "third line"], task="retrieval.query", truncate_dim=32)
     np.testing.assert_allclose([r["embedding"] for r in records[:3]], expected, atol=1e-6)
-    assert "embedded 3 texts and 2 images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "embedded 3 texts and 2 images" in err and "skipped by extension: 1 .txt" in err
 
 
 def test_embed_writes_npy_with_precision(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -46,6 +48,8 @@ def test_embed_writes_npy_with_precision(tiny_bundle: Path, tmp_path: Path) -> N
     assert main(["embed", str(tiny_bundle), "--text", "a", "--text", "b", "--precision", "ubinary", "--out", str(out)]) == 0
     array = np.load(out)
     assert array.dtype == np.uint8 and array.shape == (2, 8)
+    ids = [json.loads(line)["id"] for line in (tmp_path / "out.ids.jsonl").read_text().splitlines()]
+    assert ids == ["--text[0]", "--text[1]"]
 
 
 def test_embed_errors_exit_2_and_write_nothing(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,9 +75,10 @@ def test_cli_keeps_going_and_reports_failures(tiny_bundle: Path, tmp_path: Path,
                      str(good), "--variant", "fp32", "--out", str(out)])
     assert code == 1
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["source"] for r in records] == ["--text[0]", "--text[1]", str(good), str(good)]
+    assert [r["id"] for r in records] == ["--text[0]", "--text[1]", str(good)]  # one row per id
     err = capsys.readouterr().err
-    assert "1 of 5 inputs failed" in err and f"image {broken}: cannot decode" in err
+    assert "2 of 5 inputs failed" in err and f"image {broken}: cannot decode" in err
+    assert f"image {good}: duplicate id" in err
     # All bad: nothing is written, exit 1.
     nothing = tmp_path / "none.npy"
     assert cli_main(["embed", str(tiny_bundle), "--image", str(broken), "--out", str(nothing)]) == 1
