@@ -72,7 +72,7 @@ def decode_data_uri(uri: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     if not data:
         raise InputError(f"data URI {_short(uri)} holds no data")
     if len(data) > max_bytes:
-        raise InputError(f"data URI {_short(uri)} holds {len(data):,} bytes, over the limit of {max_bytes:,}")
+        raise InputError(f"data URI {_short(uri)} holds {len(data):,} bytes, over the limit of {max_bytes:,} bytes")
     return data
 
 
@@ -96,7 +96,7 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
         with opener.open(request, timeout=policy.timeout_s) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-                raise InputError(f"URL {_short(url)} is {int(declared):,} bytes, over the limit of {policy.max_bytes:,}")
+                raise InputError(f"URL {_short(url)} is {int(declared):,} bytes, over the limit of {policy.max_bytes:,} bytes")
             body = response.read(policy.max_bytes + 1)
     except InputError:
         raise

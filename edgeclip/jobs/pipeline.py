@@ -35,7 +35,7 @@ class JobOptions:
     image_batch: int = 4  # images per session call
     exif_transpose: bool = True
     fetch: FetchPolicy | None = None  # None: URLs are refused
-    text_window: int = 4  # text batches tokenized and length-sorted together
+    text_window: int = 8  # text batches length-sorted together (less padding; rows still written in input order)
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,23 @@ class _Decoded:
 
 
 class _Decoder(threading.Thread):
-    """Reads items and prepares them (tokens, pixels) ahead of the model, into a bounded queue."""
+    """Reads items and prepares them (tokens, pixels) ahead of the model, into a bounded queue.
+
+    Entries travel in chunks: texts are tokenized CHUNK at a time (one encode_batch call, which the
+    tokenizer parallelizes), and skips and failures are grouped, so the queue costs little per item.
+    """
+
+    CHUNK = 64
 
     def __init__(self, model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOptions, stop: threading.Event) -> None:
         super().__init__(name="edgeclip-decode", daemon=True)
         self.model, self.items, self.sink, self.options, self.stop = model, items, sink, options, stop
-        self.out: queue.Queue[Any] = queue.Queue(maxsize=options.text_batch * options.text_window + 2 * options.image_batch)
+        self.out: queue.Queue[Any] = queue.Queue(maxsize=max(2, options.text_batch * options.text_window // self.CHUNK))
         # Decoded images are 3 MB each at 512 px: at most two batches of them exist at once.
         self.image_slots = threading.BoundedSemaphore(2 * options.image_batch)
         self.error: BaseException | None = None
+        self._outbox: list[Any] = []
+        self._texts: list[Item] = []
 
     def put(self, value: Any) -> bool:
         while not self.stop.is_set():
@@ -87,21 +95,38 @@ class _Decoder(threading.Thread):
                 continue
         return False
 
+    def _send(self) -> bool:
+        if self._texts:
+            self._outbox += self._tokenized(self._texts)
+            self._texts = []
+        outbox, self._outbox = self._outbox, []
+        return not outbox or self.put(outbox)
+
     def run(self) -> None:
         try:
             seen: set[str] = set()
             for item in self.items:
                 if self.stop.is_set():
                     return
-                if not self.put(self._prepare(item, seen)):
+                entry = self._screen(item, seen)
+                if entry is item and item.kind == "text":
+                    self._texts.append(item)
+                elif entry is item:
+                    self._outbox.append(self._image(item))
+                    if not self._send():
+                        return
+                else:
+                    self._outbox.append(entry)
+                if len(self._texts) + len(self._outbox) >= self.CHUNK and not self._send():
                     return
+            self._send()
         except BaseException as exc:  # noqa: BLE001 - handed to the job's thread, which re-raises it
             self.error = exc
         finally:
             self.put(_END)
 
-    def _prepare(self, item: Item, seen: set[str]) -> _Decoded | Failure | None:
-        """None: skip (already embedded). Failure: reported. Else the item with its model input."""
+    def _screen(self, item: Item, seen: set[str]) -> Item | Failure | None:
+        """None: skip (already embedded). Failure: reported. Else the item itself, to prepare."""
         if item.error is not None:
             return Failure(item.id, item.kind, item.error)
         if item.id in seen:
@@ -110,12 +135,23 @@ class _Decoder(threading.Thread):
         stored = self.sink.done.get(item.id)
         if stored is not None and stored == item.fingerprint and item.fingerprint:
             return None
+        return item
+
+    def _tokenized(self, items: list[Item]) -> list[_Decoded | Failure]:
+        task, max_length = self.options.task, self.options.max_length
         try:
-            if item.kind == "text":
-                [tokens] = self.model.tokenize([item.value], task=self.options.task, max_length=self.options.max_length)
-                return _Decoded(item, tokens)
-        except InputError as exc:
-            return Failure(item.id, item.kind, str(exc))
+            tokens = self.model.tokenize([i.value for i in items], task=task, max_length=max_length)
+            return [_Decoded(item, t) for item, t in zip(items, tokens)]
+        except InputError:  # one bad text (a lone surrogate from JSON): find it, keep the others
+            out: list[_Decoded | Failure] = []
+            for item in items:
+                try:
+                    out.append(_Decoded(item, self.model.tokenize([item.value], task=task, max_length=max_length)[0]))
+                except InputError as exc:
+                    out.append(Failure(item.id, item.kind, str(exc).removeprefix("text 0 ")))
+            return out
+
+    def _image(self, item: Item) -> _Decoded | Failure | None:
         while not self.image_slots.acquire(timeout=0.1):  # released once the image's batch is embedded
             if self.stop.is_set():
                 return None
@@ -187,20 +223,24 @@ def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOpti
                 flush_images()
                 finished = True
                 break
-            if entry is None:
-                summary.skipped += 1
-                advance(1)
-            elif isinstance(entry, Failure):
-                summary.failures.append(entry)
-                advance(1)
-            elif entry.item.kind == "text":
-                texts.append(entry)
-                if len(texts) >= text_window:
-                    flush_texts()
-            else:
-                images.append(entry)
-                if len(images) >= options.image_batch:
-                    flush_images()
+            passed = 0  # skips and failures in this chunk, shown in one progress step
+            for one in entry:
+                if one is None:
+                    summary.skipped += 1
+                    passed += 1
+                elif isinstance(one, Failure):
+                    summary.failures.append(one)
+                    passed += 1
+                elif one.item.kind == "text":
+                    texts.append(one)
+                    if len(texts) >= text_window:
+                        flush_texts()
+                else:
+                    images.append(one)
+                    if len(images) >= options.image_batch:
+                        flush_images()
+            if passed:
+                advance(passed)
         summary.interrupted = not finished
     finally:
         stop.set()  # the decode thread ends at its next put

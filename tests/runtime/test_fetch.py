@@ -1,0 +1,97 @@
+"""data: URIs and opt-in URL fetching, against a server on loopback."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgeclip
+from edgeclip.errors import InputError
+from edgeclip.fetch import FetchPolicy, decode_data_uri, fetch_url, is_url
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+PNG = _png()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/photo.png":
+            self._send(200, PNG)
+        elif self.path == "/big":
+            self._send(200, b"x" * 5000)
+        elif self.path == "/elsewhere":
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_port}/photo.png")  # type: ignore[attr-defined]
+            self.end_headers()
+        else:
+            self._send(404, b"no")
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+def test_urls_are_fetched_only_when_allowed_and_within_limits(server: str, tiny_bundle: Path) -> None:
+    assert fetch_url(f"{server}/photo.png", FetchPolicy()) == PNG
+    with pytest.raises(InputError, match="HTTP 404"):
+        fetch_url(f"{server}/missing", FetchPolicy())
+    with pytest.raises(InputError, match="over the limit of 100 bytes"):
+        fetch_url(f"{server}/big", FetchPolicy(max_bytes=100))
+    with pytest.raises(InputError, match="host 'localhost' is not allowed"):  # the redirect is checked too
+        fetch_url(f"{server}/elsewhere", FetchPolicy(allowed_hosts=("127.0.0.1",)))
+    with pytest.raises(InputError, match="only http, https"):
+        fetch_url("ftp://127.0.0.1/x", FetchPolicy())
+    model = edgeclip.load(tiny_bundle, variant="fp32")
+    with pytest.raises(InputError, match="image 0: .*fetch_urls=True"):
+        model.encode_image([f"{server}/photo.png"])
+    fetched = model.encode_image([f"{server}/photo.png"], fetch_urls=True)
+    np.testing.assert_allclose(fetched, model.encode_image([PNG]), atol=1e-6)
+
+
+def test_data_uris_decode_or_say_why() -> None:
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert decode_data_uri(uri) == PNG
+    assert decode_data_uri("data:,hello%20there") == b"hello there"
+    for bad, message in (("data:image/png;base64", "no ','"), ("data:image/png;base64,@@", "not valid base64"),
+                         ("data:image/png;base64,", "holds no data")):
+        with pytest.raises(InputError, match=message):
+            decode_data_uri(bad)
+    with pytest.raises(InputError, match="over the limit"):
+        decode_data_uri(uri, max_bytes=10)
+    assert is_url("https://x/y") and not is_url("C:\\photos\\a.jpg") and not is_url("photos/a.jpg")
+
+
+def test_data_uris_embed_like_their_bytes(tiny_bundle: Path) -> None:
+    model = edgeclip.load(tiny_bundle, variant="fp32")
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    np.testing.assert_allclose(model.encode_image([uri]), model.encode_image([PNG]), atol=1e-7)
+    with pytest.raises(InputError, match="image 0: 'file:///etc/passwd': file:// references are not supported"):
+        model.encode_image(["file:///etc/passwd"])
