@@ -78,6 +78,7 @@ def upstream_parity(source: CheckpointSource, image_paths: list[Path] | None = N
     cfg = load_clip_config(source.path("config.json"))
     tokenizer = Tokenizer.from_file(str(source.path("tokenizer.json")))
     texts = [next(t for lang, t in corpus_lines() if lang == wanted) for wanted in PARITY_LANGUAGES]
+    texts.append("hello <pad> world")  # a literal pad token: upstream masks it (input_ids != pad_token_id)
     encodings = [tokenizer.encode(t).ids for t in texts]
     width = max(map(len, encodings))
     input_ids = torch.full((len(texts), width), cfg.text.pad_token_id, dtype=torch.int64)

@@ -178,3 +178,19 @@ def test_random_and_mutated_bytes_embed_or_raise_input_error(model: edgeclip.Edg
         assert str(exc).startswith("image 0: ")
     else:
         assert rows.shape == (1, 64) and np.isfinite(rows).all()
+
+
+def test_integer_images_holding_8_bit_values_match_upstreams_conversion(tiny_bundle: Path) -> None:
+    """Upstream's convert("RGB") keeps values <= 255 as they are (and saturates larger ones)."""
+    values = np.random.default_rng(1).integers(0, 256, (40, 50)).astype(np.uint16)
+    upstream = Image.fromarray(values.astype(np.uint8)).convert("RGB")
+    for image in (Image.fromarray(values), Image.fromarray(values.astype(np.int32), mode="I")):
+        assert image.mode in ("I;16", "I")
+        assert np.array_equal(np.asarray(open_image(image)), np.asarray(upstream))
+    wide = Image.fromarray(values * 257)  # real 16-bit data: scaled to 8 bits, not saturated
+    assert np.array_equal(np.asarray(open_image(wide))[..., 0], values.astype(np.uint8))
+
+
+def test_an_over_long_path_is_an_input_error(model: edgeclip.EdgeClip) -> None:
+    with pytest.raises(edgeclip.InputError, match="image 0: cannot open image file"):
+        model.encode_image(["x" * 5000 + ".jpg"])

@@ -203,3 +203,21 @@ def test_input_errors(model: edgeclip.EdgeClip, tiny_bundle: Path) -> None:
         edgeclip.load(tiny_bundle, providers=["NoSuchExecutionProvider"])
     with pytest.raises(BundleError, match="no variant 'int8'; available: fp32"):
         edgeclip.load(tiny_bundle, variant="int8").encode_text("x")
+
+
+def test_a_literal_pad_token_is_masked_like_upstream(model: edgeclip.EdgeClip, tiny_checkpoint: Path) -> None:
+    """Upstream builds the mask as input_ids != pad_token_id; our reference does the same by default."""
+    torch = pytest.importorskip("torch")
+    from converters.checkpoint import load_reference, resolve_source
+
+    reference = load_reference(resolve_source(str(tiny_checkpoint)), "text")
+    tokenizer = Tokenizer.from_file(str(tiny_checkpoint / "tokenizer.json"))
+    text = "hello <pad> world"
+    ids = tokenizer.encode(text).ids
+    assert 1 in ids[1:-1]  # the pad id sits inside the text
+    batch = model._text_tokenizer().pad([ids])
+    assert batch.attention_mask.tolist() == [[int(i != 1) for i in ids]]
+    with torch.no_grad():
+        expected = _unit(reference(torch.tensor([ids])).numpy())
+    for rows in (model.encode_text([text]), model.encode_text([text, "a much longer neighbour text " * 3])[:1]):
+        assert np.abs(rows - expected).max() <= 1e-4
