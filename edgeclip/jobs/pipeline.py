@@ -187,16 +187,26 @@ def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOpti
                 summary.changed += 1
         sink.write(RowBatch([d.item.id for d in batch], [d.item.kind for d in batch],
                             [d.item.fingerprint for d in batch], vectors))
-        advance(len(batch))
 
     def flush_texts() -> None:
-        if texts:
-            vectors = model.embed_tokens([d.payload.ids for d in texts], truncate_dim=options.truncate_dim,
+        """The window's texts in length-sorted batches (less padding), the bar moving per batch;
+        rows are written in arrival order, and on a stop the batches already done are written."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i].payload.ids))
+        rows: dict[int, np.ndarray] = {}
+        for start in range(0, len(order), options.text_batch):
+            chunk = order[start : start + options.text_batch]
+            vectors = model.embed_tokens([texts[i].payload.ids for i in chunk], truncate_dim=options.truncate_dim,
                                          precision=options.precision, batch_size=options.text_batch)  # type: ignore[arg-type]
-            summary.texts += len(texts)
-            summary.truncated += sum(d.payload.truncated for d in texts)
-            write(texts, vectors)
-            texts.clear()
+            rows.update(zip(chunk, vectors))
+            advance(len(chunk))
+            if stop.is_set():
+                break
+        done = sorted(rows)
+        if done:
+            write([texts[i] for i in done], np.stack([rows[i] for i in done]))
+            summary.texts += len(done)
+            summary.truncated += sum(texts[i].payload.truncated for i in done)
+        texts.clear()
 
     def flush_images() -> None:
         if images:
@@ -204,6 +214,7 @@ def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOpti
                                          precision=options.precision, batch_size=options.image_batch)  # type: ignore[arg-type]
             summary.images += len(images)
             write(images, vectors)
+            advance(len(images))
             for _ in images:
                 decoder.image_slots.release()
             images.clear()
