@@ -5,9 +5,17 @@ Slow (full-size), GPU and network tests are opt-in: --run-slow, --run-gpu, --run
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The same examples every run (CI must pass every run, not most): derandomized, no example database.
+# For a wider random search locally: HYPOTHESIS_PROFILE=explore python -m pytest tests/runtime
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 OPT_IN = {"slow": "--run-slow", "gpu": "--run-gpu", "network": "--run-network"}
 

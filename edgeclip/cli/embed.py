@@ -20,6 +20,7 @@ from ..bundle import MANIFEST_FILE, sha256_file
 from ..errors import InputError
 from ..fetch import FetchPolicy
 from ..jobs import JobOptions, JobSummary, OutputSettings, ScanReport, Sink, open_sink, run_job, sources
+from ..jobs.sinks import check_output_path
 from ..model import EdgeClip, load
 from ..postprocess import PRECISIONS, check_precision, check_truncate_dim
 from ..preprocess import DEFAULT_MAX_PIXELS
@@ -181,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("nothing to embed: give --text, --text-file, --jsonl, --image or --image-dir")
     if _stdin_users(args) > 1:
         raise InputError("only one of --text-file - and --jsonl - can read stdin")
-    from ..jobs.sinks import check_output_path
-
     check_output_path(args.out)  # before the model loads: a bad --out costs nothing
     report = ScanReport()
     passes = _item_sources(args, report)

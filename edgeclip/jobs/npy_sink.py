@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -53,8 +54,8 @@ class NpySink(FileSink):
         return path.with_name(f".{path.name}.compact")
 
     def _open_existing(self) -> None:
-        self._data = None
-        self._ids = None
+        self._data: BinaryIO | None = None
+        self._ids: BinaryIO | None = None
         self._roll_forward()
         width, dtype = self.settings.row_width, self.settings.dtype
         if not self.path.exists():
@@ -106,22 +107,23 @@ class NpySink(FileSink):
             handle.write(header)
 
     def _append(self, batch: RowBatch) -> None:
-        if self._data is None:
+        if self._data is None or self._ids is None:
             if not self.path.exists():
                 self._write_header(0)
             self._data = open(self.path, "r+b")  # noqa: SIM115 - closed in _finish
             self._ids = open(ids_path(self.path), "ab")  # noqa: SIM115
+        data, ids = self._data, self._ids
         vectors = np.ascontiguousarray(batch.vectors, dtype=self.settings.dtype)
-        self._data.seek(0, os.SEEK_END)
-        self._data.write(vectors.tobytes())
-        self._data.flush()
+        data.seek(0, os.SEEK_END)
+        data.write(vectors.tobytes())
+        data.flush()
         lines = (json.dumps({"id": i, "kind": k, "fingerprint": f}, ensure_ascii=False) + "\n"
                  for i, k, f in zip(batch.ids, batch.kinds, batch.fingerprints))
-        self._ids.write("".join(lines).encode("utf-8"))  # type: ignore[union-attr]
-        self._ids.flush()  # type: ignore[union-attr]
-        self._data.seek(0)
-        self._data.write(_header(self.settings.dtype, self.rows + len(batch.ids), self.settings.row_width))
-        self._data.flush()
+        ids.write("".join(lines).encode("utf-8"))
+        ids.flush()
+        data.seek(0)  # the row count last: readers never see a row that is not all there
+        data.write(_header(self.settings.dtype, self.rows + len(batch.ids), self.settings.row_width))
+        data.flush()
 
     def _finish(self) -> None:
         for handle in (self._data, self._ids):
