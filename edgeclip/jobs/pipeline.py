@@ -7,6 +7,7 @@ written in arrival order), and rows go to the sink as each batch finishes.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -35,7 +36,9 @@ class JobOptions:
     image_batch: int = 4  # images per session call
     exif_transpose: bool = True
     fetch: FetchPolicy | None = None  # None: URLs are refused
-    text_window: int = 8  # text batches length-sorted together (less padding; rows still written in input order)
+    # Text batches length-sorted together: less padding (at 8 batches, 1,000 short texts ran 8 % slower than
+    # one globally sorted encode_text call); rows are still written in arrival order.
+    text_window: int = 32
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class _Decoder(threading.Thread):
         return not outbox or self.put(outbox)
 
     def run(self) -> None:
+        _lower_priority()
         try:
             seen: set[str] = set()
             for item in self.items:
@@ -162,6 +166,15 @@ class _Decoder(threading.Thread):
         except InputError as exc:
             self.image_slots.release()
             return Failure(item.id, item.kind, str(exc))
+
+
+def _lower_priority() -> None:
+    """The decode thread yields to the model's threads: on 2 cores a decode that preempts one ORT thread
+    stalls the other at the next barrier. Linux sets niceness per thread; elsewhere this is a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOptions = JobOptions(), *,
