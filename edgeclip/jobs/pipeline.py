@@ -244,8 +244,9 @@ def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOpti
                 if decoder.error is not None:
                     raise decoder.error
                 flush_texts()
-                flush_images()
-                finished = True
+                if not stop.is_set():
+                    flush_images()
+                finished = not stop.is_set()  # a stop during the last batches leaves some undone
                 break
             passed = 0  # skips and failures in this chunk, shown in one progress step
             for one in entry:

@@ -55,7 +55,7 @@ def _job(model: edgeclip.EdgeClip, out: Path, text_file: Path, folder: Path, sto
 
     sink = open_sink(str(out), _settings(model))
     try:
-        summary = run_job(model, _items(text_file, folder), sink, JobOptions(text_batch=16, image_batch=2), stop=stop,
+        summary = run_job(model, _items(text_file, folder), sink, JobOptions(text_batch=16, image_batch=2, text_window=4), stop=stop,
                           progress=progress)
     finally:
         sink.close()
@@ -182,3 +182,19 @@ def test_precision_and_width_reach_every_format(model: edgeclip.EdgeClip, tmp_pa
 
     stored = json.loads(pq.read_schema(tmp_path / "b.parquet").metadata[b"edgeclip"])
     assert stored["bundle_sha256"] == "abc"
+
+
+def test_a_stop_during_the_last_window_counts_as_an_interruption(model: edgeclip.EdgeClip, tmp_path: Path) -> None:
+    stop = threading.Event()
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if done[0] >= 40:
+            stop.set()
+
+    sink = open_sink(str(tmp_path / "o.jsonl"), _settings(model))
+    summary = run_job(model, sources.texts([f"t {i}" for i in range(200)]), sink, JobOptions(text_batch=8), stop=stop,
+                      progress=progress)  # 200 texts: one window, cut after 5 batches
+    sink.close()
+    assert summary.interrupted and summary.texts == 40 and len(read_rows(tmp_path / "o.jsonl")[0]) == 40
