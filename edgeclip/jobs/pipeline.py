@@ -250,6 +250,8 @@ def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOpti
                 break
             passed = 0  # skips and failures in this chunk, shown in one progress step
             for one in entry:
+                if stop.is_set():
+                    break
                 if one is None:
                     summary.skipped += 1
                     passed += 1
