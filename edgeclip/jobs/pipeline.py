@@ -7,7 +7,6 @@ written in arrival order), and rows go to the sink as each batch finishes.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -106,7 +105,6 @@ class _Decoder(threading.Thread):
         return not outbox or self.put(outbox)
 
     def run(self) -> None:
-        _lower_priority()
         try:
             seen: set[str] = set()
             for item in self.items:
@@ -166,15 +164,6 @@ class _Decoder(threading.Thread):
         except InputError as exc:
             self.image_slots.release()
             return Failure(item.id, item.kind, str(exc))
-
-
-def _lower_priority() -> None:
-    """The decode thread yields to the model's threads: on 2 cores a decode that preempts one ORT thread
-    stalls the other at the next barrier. Linux sets niceness per thread; elsewhere this is a no-op."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass
 
 
 def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOptions = JobOptions(), *,
