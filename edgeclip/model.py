@@ -233,7 +233,7 @@ class EdgeClip:
         if not truncate:
             too_long = [f"text {i} ({t.tokens} tokens)" for i, t in enumerate(tokenized) if t.truncated]
             if too_long:
-                limit = max(len(t.ids) for t in tokenized)
+                limit = self._text_tokenizer().check_max_length(max_length)
                 raise InputError(f"{', '.join(too_long[:10])}{' ...' if len(too_long) > 10 else ''} exceed max_length "
                                  f"{limit}; shorten them, raise max_length (up to {self._text_tokenizer().spec.max_length}) "
                                  "or pass truncate=True")

@@ -71,10 +71,6 @@ class TextTokenizer:
             out.append(TokenizedText(row, len(encoding.ids)))
         return out
 
-    def lengths(self, texts: Sequence[str]) -> list[int]:
-        """Token counts with <s>/</s>, before any truncation."""
-        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
-
     def pad(self, rows: Sequence[Sequence[int]]) -> TokenBatch:
         """Right-pad with the pad id. The mask is `input_ids != pad_token_id`, as upstream builds it, so a
         literal "<pad>" inside a text is masked out too (attention and mean pooling), exactly like upstream."""
