@@ -198,3 +198,48 @@ def test_a_stop_during_the_last_window_counts_as_an_interruption(model: edgeclip
                       progress=progress)  # 200 texts: one window, cut after 5 batches
     sink.close()
     assert summary.interrupted and summary.texts == 40 and len(read_rows(tmp_path / "o.jsonl")[0]) == 40
+
+
+def test_a_compaction_cut_short_is_finished_on_the_next_open(model: edgeclip.EdgeClip, tmp_path: Path) -> None:
+    """The .npy sink writes both compacted files, then a marker, then renames: a crash after the marker
+    must never pair old ids with new rows."""
+    from edgeclip.jobs.npy_sink import NpySink, ids_path
+
+    out = tmp_path / "o.npy"
+    sink = open_sink(str(out), _settings(model))
+    sink.write(_batch(["a", "b"], 64, value=0.1))
+    sink.write(_batch(["a"], 64, value=0.9))  # "a" changed: its first row is superseded
+    assert isinstance(sink, NpySink)
+
+    def crash() -> None:  # the process dies after the marker is written, before any rename
+        raise RuntimeError("killed")
+
+    sink._roll_forward = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="killed"):
+        sink.close()
+    assert (tmp_path / "o.npy.compacting").exists()
+    assert len(np.load(out)) == 3  # still the old pair, consistent with the old ids
+    reopened = open_sink(str(out), _settings(model))
+    assert reopened.done == {"b": "fp-b", "a": "fp-a"} and reopened.rows == 2
+    reopened.close()
+    ids, rows = read_rows(out)
+    assert ids == ["b", "a"] and rows[:, 0].tolist() == pytest.approx([0.1, 0.9])
+    assert not (tmp_path / "o.npy.compacting").exists() and ids_path(out).exists()
+
+
+def test_parquet_shards_of_a_killed_job_are_picked_up(model: edgeclip.EdgeClip, tmp_path: Path) -> None:
+    from edgeclip.jobs.parquet_sink import SHARD_ROWS
+
+    out = tmp_path / "o.parquet"
+    sink = open_sink(str(out), _settings(model))
+    sink.write(_batch([f"id{i}" for i in range(SHARD_ROWS)], 64))  # one full shard on disk
+    sink.write(_batch(["pending"], 64))  # buffered: lost with the process
+    sink.lock.release()  # the kernel does this when a process dies; close() never runs
+    assert not out.exists() and len(list((tmp_path / ".o.parquet.parts").glob("part-*.parquet"))) == 1
+    resumed = open_sink(str(out), _settings(model))
+    assert len(resumed.done) == SHARD_ROWS and "pending" not in resumed.done
+    resumed.write(_batch(["pending"], 64))
+    resumed.close()
+    ids, rows = read_rows(out)
+    assert len(ids) == len(set(ids)) == SHARD_ROWS + 1 and rows.shape == (SHARD_ROWS + 1, 64)
+    assert not (tmp_path / ".o.parquet.parts").exists()
