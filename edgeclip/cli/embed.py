@@ -53,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     inputs.add_argument("--image", nargs="+", action="extend", default=[], help="image files, data: URIs or URLs (with --fetch-urls)")
     inputs.add_argument("--image-dir", action="append", default=[], metavar="DIR", help="folder searched recursively for images")
     inputs.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (10 s timeout, 32 MB cap)")
-    inputs.add_argument("--allow-host", action="append", metavar="HOST", help="with --fetch-urls: only these hosts (repeatable)")
+    inputs.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                        help="with --fetch-urls: fetch from HOST even though it resolves to a loopback or private address (repeatable)")
     model = p.add_argument_group("model")
     model.add_argument("--task", help="e.g. retrieval.query: prepend the model's query instruction to texts")
     model.add_argument("--dim", type=int, help="Matryoshka dim to truncate to (see `edgeclip info`)")
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     passes = _item_sources(args, report)
     model = load(args.bundle, variant=args.variant, threads=args.threads, providers=_providers(args),
                  max_image_pixels=args.max_image_pixels)
-    fetch = FetchPolicy(allowed_hosts=tuple(h.lower() for h in args.allow_host) if args.allow_host else None) if args.fetch_urls else None
+    fetch = FetchPolicy(allow_hosts=tuple(h.lower() for h in args.allow_host)) if args.fetch_urls else None
     options = JobOptions(task=args.task, truncate_dim=args.dim, precision=args.precision, max_length=args.max_length,
                          text_batch=args.batch_size or 32, image_batch=args.batch_size or 4,
                          exif_transpose=not args.no_exif, fetch=fetch)

@@ -33,6 +33,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, PNG)
         elif self.path == "/big":
             self._send(200, b"x" * 5000)
+        elif self.path == "/loop":
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.end_headers()
         elif self.path == "/elsewhere":
             self.send_response(302)
             self.send_header("Location", f"http://localhost:{self.server.server_port}/photo.png")  # type: ignore[attr-defined]
@@ -59,21 +63,51 @@ def server() -> Iterator[str]:
     httpd.shutdown()
 
 
+LOCAL = FetchPolicy(allow_hosts=("127.0.0.1",))  # the test server is on loopback: allow-listed
+
+
 def test_urls_are_fetched_only_when_allowed_and_within_limits(server: str, tiny_bundle: Path) -> None:
-    assert fetch_url(f"{server}/photo.png", FetchPolicy()) == PNG
+    assert fetch_url(f"{server}/photo.png", LOCAL) == PNG
     with pytest.raises(InputError, match="HTTP 404"):
-        fetch_url(f"{server}/missing", FetchPolicy())
+        fetch_url(f"{server}/missing", LOCAL)
     with pytest.raises(InputError, match="over the limit of 100 bytes"):
-        fetch_url(f"{server}/big", FetchPolicy(max_bytes=100))
-    with pytest.raises(InputError, match="host 'localhost' is not allowed"):  # the redirect is checked too
-        fetch_url(f"{server}/elsewhere", FetchPolicy(allowed_hosts=("127.0.0.1",)))
+        fetch_url(f"{server}/big", FetchPolicy(allow_hosts=("127.0.0.1",), max_bytes=100))
+    with pytest.raises(InputError, match="localhost resolves to .*loopback address; refused"):  # the redirect is checked too
+        fetch_url(f"{server}/elsewhere", LOCAL)
+    with pytest.raises(InputError, match="more than 3 redirects"):
+        fetch_url(f"{server}/loop", LOCAL)
     with pytest.raises(InputError, match="only http, https"):
-        fetch_url("ftp://127.0.0.1/x", FetchPolicy())
+        fetch_url("ftp://127.0.0.1/x", LOCAL)
     model = edgeclip.load(tiny_bundle, variant="fp32")
     with pytest.raises(InputError, match="image 0: .*fetch_urls=True"):
         model.encode_image([f"{server}/photo.png"])
-    fetched = model.encode_image([f"{server}/photo.png"], fetch_urls=True)
+    with pytest.raises(InputError, match="image 0: .*loopback address; refused"):
+        model.encode_image([f"{server}/photo.png"], fetch_urls=True)  # on by default, loopback is not
+    fetched = model.encode_image([f"{server}/photo.png"], fetch_urls=LOCAL)
     np.testing.assert_allclose(fetched, model.encode_image([PNG]), atol=1e-6)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/", "http://127.9.9.9/", "http://[::1]/", "http://0.0.0.0/", "http://169.254.169.254/latest/meta-data/",
+    "http://10.1.2.3/", "http://172.16.0.1/", "http://172.31.255.255/", "http://192.168.1.1/", "http://100.64.0.1/",
+    "http://[::ffff:127.0.0.1]/", "http://[::ffff:10.0.0.1]/", "http://[fd00:ec2::254]/", "http://[fe80::1]/",
+    "http://[64:ff9b::a00:1]/", "http://[2002:7f00:1::]/", "http://224.0.0.1/", "http://localhost:8080/",
+    "http://2130706433/", "http://0x7f.1/", "https://127.0.0.1:443/",
+])
+def test_non_public_addresses_are_refused_before_connecting(url: str) -> None:
+    """Checked on the resolved addresses, so no probe ever leaves the machine."""
+    with pytest.raises(InputError, match="address; refused"):
+        fetch_url(url, FetchPolicy())
+
+
+def test_public_addresses_pass_the_check() -> None:
+    import ipaddress
+
+    from edgeclip.fetch import non_public
+
+    for public in ("93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"):
+        assert non_public(ipaddress.ip_address(public)) is None, public
+    assert non_public(ipaddress.ip_address("::ffff:192.168.0.1")) == "private"
 
 
 def test_data_uris_decode_or_say_why() -> None:
