@@ -42,6 +42,7 @@ class FetchPolicy:
     allow_hosts: tuple[str, ...] = ()  # host names (lower case) that may resolve to non-public addresses, e.g. a LAN NAS
     max_redirects: int = 3
     schemes: tuple[str, ...] = ("http", "https")
+    ca_file: str | None = None  # a CA bundle to trust instead of the system's (a private CA on the local network)
 
     def __post_init__(self) -> None:
         if not (self.timeout_s > 0 and self.deadline_s > 0) or isinstance(self.max_bytes, bool) or self.max_bytes < 1:
@@ -144,8 +145,10 @@ class _PinnedHTTP(http.client.HTTPConnection):
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: IPAddress, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    """TLS to the checked address; the certificate is still verified against the host name."""
+
+    def __init__(self, host: str, port: int, address: IPAddress, timeout: float, ca_file: str | None = None) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context(cafile=ca_file))
         self._address = address
 
     def connect(self) -> None:
@@ -158,8 +161,11 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
     started = time.monotonic()
     for _ in range(policy.max_redirects + 1):
         parts, host, port, addresses = policy.target(url)
-        kind = _PinnedHTTPS if parts.scheme.lower() == "https" else _PinnedHTTP
-        connection = kind(host, port, addresses[0], policy.timeout_s)
+        connection: http.client.HTTPConnection
+        if parts.scheme.lower() == "https":
+            connection = _PinnedHTTPS(host, port, addresses[0], policy.timeout_s, policy.ca_file)
+        else:
+            connection = _PinnedHTTP(host, port, addresses[0], policy.timeout_s)
         try:
             path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
             connection.request("GET", path, headers={"User-Agent": "edgeclip", "Accept": "image/*"})

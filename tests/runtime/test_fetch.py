@@ -129,3 +129,34 @@ def test_data_uris_embed_like_their_bytes(tiny_bundle: Path) -> None:
     np.testing.assert_allclose(model.encode_image([uri]), model.encode_image([PNG]), atol=1e-7)
     with pytest.raises(InputError, match="image 0: 'file:///etc/passwd': file:// references are not supported"):
         model.encode_image(["file:///etc/passwd"])
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """HTTPS on loopback with a self-signed certificate for 127.0.0.1; yields (base URL, the certificate)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{httpd.server_port}", str(cert)
+    httpd.shutdown()
+
+
+def test_https_verifies_the_certificate_on_the_pinned_address(tls_server: tuple[str, str]) -> None:
+    base, cert = tls_server
+    with pytest.raises(InputError, match="could not be fetched.*CERTIFICATE_VERIFY_FAILED"):
+        fetch_url(f"{base}/photo.png", LOCAL)  # self-signed: not trusted by the system store
+    assert fetch_url(f"{base}/photo.png", FetchPolicy(allow_hosts=("127.0.0.1",), ca_file=cert)) == PNG
