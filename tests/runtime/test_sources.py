@@ -54,12 +54,28 @@ def test_image_dirs_follow_links_once_and_count_what_they_skip(tmp_path: Path) -
     os.symlink(outside, root / "link")
     os.symlink(root, root / "trip" / "loop")  # a cycle back to the top
     report = ScanReport()
-    found = [i.id for i in sources.image_dir(str(root), report)]
+    found = [i.id for i in sources.image_dir(str(root), report, suffixes=sources.CLASSIC_IMAGE_SUFFIXES)]  # as without pillow-heif
     assert found == [str(root / "a.jpg"), str(root / "link" / "linked.png"), str(root / "trip" / "b.PNG")]
     assert report.hidden == 2 and report.skipped_suffixes == {".txt": 1}
-    if not optional_decoders()["heif"]:
-        assert report.unsupported == {".heic": 1}
-        assert "1 .heic" in report.lines()[0] and "pillow-heif" in report.lines()[0]
+    assert report.unsupported == {".heic": 1}
+    assert "1 .heic" in report.lines()[0] and "pillow-heif" in report.lines()[0]
+    if optional_decoders()["heif"]:  # with pillow-heif the HEIC file is walked too (and fails to decode later: it is junk)
+        assert str(root / "phone.heic") in [i.id for i in sources.image_dir(str(root), ScanReport())]
+
+
+def test_heic_images_embed_with_pillow_heif(tmp_path: Path) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    import numpy as np
+
+    from edgeclip.preprocess import open_image
+
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "phone.heic"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path, format="HEIF")
+    assert [i.id for i in sources.image_dir(str(tmp_path), ScanReport())] == [str(path)]
+    assert optional_decoders()["heif"] and optional_decoders()["avif"]
+    decoded = np.asarray(Image.open(path).convert("RGB"))
+    assert np.array_equal(np.asarray(open_image(str(path))), decoded)
 
 
 def test_fingerprints_change_with_the_input(tmp_path: Path) -> None:
