@@ -124,12 +124,13 @@ def _needed_towers(args: argparse.Namespace, model: EdgeClip, count: Callable[[]
 
 def _settings(model: EdgeClip, args: argparse.Namespace, towers: set[str], options: JobOptions) -> OutputSettings:
     check_precision(args.precision)
-    dims = {check_truncate_dim(args.dim, model.matryoshka_dims, model.output_dim(t)) for t in sorted(towers)}  # type: ignore[arg-type]
+    towers_in_bundle = [t for t, s in (("text", model.manifest.text), ("vision", model.manifest.vision)) if s]
+    used = sorted(towers) or towers_in_bundle  # none when every input is unreadable: the rows' width still needs a dim
+    dims = {check_truncate_dim(args.dim, model.matryoshka_dims, model.output_dim(t)) for t in used}  # type: ignore[arg-type]
     if "text" in towers:
         model.tokenize([""], task=args.task, max_length=args.max_length)  # checks task and max_length now
     spec = model.manifest.text
     max_length = args.max_length or (spec.default_max_length if spec else 0)
-    towers_in_bundle = [t for t, s in (("text", model.manifest.text), ("vision", model.manifest.vision)) if s]
     return OutputSettings(
         bundle_sha256=sha256_file(model.bundle.directory / MANIFEST_FILE), model=model.manifest.source.model_id,
         variants={t: model.variant_name(t) for t in towers_in_bundle}, dim=min(dims), precision=args.precision,  # type: ignore[arg-type]

@@ -164,3 +164,14 @@ def test_version_and_info_json(tiny_bundle: Path, capsys: pytest.CaptureFixture[
     info = json.loads(capsys.readouterr().out)
     assert info["manifest"]["embed_dim"] == 64 and len(info["manifest_sha256"]) == 64
     assert info["manifest"]["source"]["random_weights"] is True
+
+
+def test_inputs_that_are_all_unreadable_are_listed_not_a_traceback(tiny_bundle: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    records = tmp_path / "bad.jsonl"
+    records.write_text('not json\n{"id": 1}\n', encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    assert main(["embed", str(tiny_bundle), "--jsonl", str(records), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "2 of 2 inputs failed" in err and "not valid JSON" in err and 'exactly one of "text" or "image"' in err
+    assert not out.exists()
