@@ -207,6 +207,8 @@ class Bundle:
     def open(cls, directory: str | Path) -> Bundle:
         root = Path(directory).expanduser()
         manifest_path = root / MANIFEST_FILE
+        if root.is_file():
+            raise BundleError(f"{root} is a file; give the bundle's folder (the one holding {MANIFEST_FILE})")
         if not root.is_dir():
             raise BundleError(f"bundle directory {root} does not exist; build one with `python -m converters build`")
         if not manifest_path.is_file():
