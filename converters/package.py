@@ -65,6 +65,7 @@ def make_variant(root: Path, files: list[Path], spec: ExportSpec, precision: str
         output_dim=output_dim,
         normalized=spec.head_dim is not None,
         validation=validation or {},
+        row_independent=True,  # fp32/fp16/int4 by construction; int8 through converters.row_scales
     )
 
 

@@ -58,6 +58,14 @@ class Variant:
     output_dim: int  # width of the embedding output
     normalized: bool  # True when the graph already L2-normalizes its output
     validation: dict[str, Any] = field(default_factory=dict)  # figures against the reference, per check
+    # Per-row activation scales: a row's embedding does not depend on its batch-mates. None (bundles built
+    # before it was recorded): true for every precision but int8, whose scales were then per tensor.
+    row_independent: bool | None = None
+
+    @property
+    def batch_independent(self) -> bool:
+        """True when an item embeds the same (to float rounding) alone or inside any batch."""
+        return self.row_independent if self.row_independent is not None else self.precision != "int8"
 
     def __post_init__(self) -> None:
         check_relative_path(self.graph)
