@@ -109,14 +109,12 @@ def _row_quantizer(node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
     t = f"{node.name or x}/row"
     if opset >= 18:  # ReduceMax takes `axes` as an input from opset 18
         raise NotImplementedError("per-row scales are written for opset <= 17 graphs (ReduceMax axes attribute)")
-    return [  # max|x| from the row's max and min: two reads, no |x| tensor written
-        helper.make_node("ReduceMax", [x], [f"{t}/max"], name=f"{t}/ReduceMax", axes=[-1], keepdims=1),
-        helper.make_node("ReduceMin", [x], [f"{t}/min"], name=f"{t}/ReduceMin", axes=[-1], keepdims=1),
-        helper.make_node("Neg", [f"{t}/min"], [f"{t}/neg_min"], name=f"{t}/Neg"),
-        helper.make_node("Max", [f"{t}/max", f"{t}/neg_min", "rowq_min_amax"], [f"{t}/amax"], name=f"{t}/Max"),
-        helper.make_node("Mul", [f"{t}/amax", "rowq_inv127"], [scale], name=f"{t}/Scale"),
-        helper.make_node("Reciprocal", [scale], [f"{t}/inv_scale"], name=f"{t}/Reciprocal"),
-        helper.make_node("Mul", [x, f"{t}/inv_scale"], [f"{t}/scaled"], name=f"{t}/Normalize"),
+    return [
+        helper.make_node("Abs", [x], [f"{t}/abs"], name=f"{t}/Abs"),
+        helper.make_node("ReduceMax", [f"{t}/abs"], [f"{t}/amax"], name=f"{t}/ReduceMax", axes=[-1], keepdims=1),
+        helper.make_node("Max", [f"{t}/amax", "rowq_min_amax"], [f"{t}/amax_safe"], name=f"{t}/Max"),
+        helper.make_node("Mul", [f"{t}/amax_safe", "rowq_inv127"], [scale], name=f"{t}/Scale"),
+        helper.make_node("Div", [x, scale], [f"{t}/scaled"], name=f"{t}/Div"),
         helper.make_node("QuantizeLinear", [f"{t}/scaled", "rowq_one", "rowq_zero_point"], [quantized], name=f"{t}/Quantize"),
     ]
 

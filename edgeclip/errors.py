@@ -13,3 +13,7 @@ class BundleError(EdgeClipError):
 
 class InputError(EdgeClipError, ValueError):
     """A text, image or option given to edgeclip cannot be used as it is (also a ValueError)."""
+
+
+class InputTooLarge(InputError):
+    """An input is over a size limit (bytes): a server answers 413 rather than 422."""

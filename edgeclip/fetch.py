@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
-from .errors import InputError
+from .errors import InputError, InputTooLarge
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -129,7 +129,7 @@ def decode_data_uri(uri: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     if not data:
         raise InputError(f"data URI {_short(uri)} holds no data")
     if len(data) > max_bytes:
-        raise InputError(f"data URI {_short(uri)} holds {len(data):,} bytes, over the limit of {max_bytes:,} bytes")
+        raise InputTooLarge(f"data URI {_short(uri)} holds {len(data):,} bytes, over the limit of {max_bytes:,} bytes")
     return data
 
 
@@ -189,13 +189,13 @@ def fetch_url(url: str, policy: FetchPolicy) -> bytes:
 def _read_capped(response: http.client.HTTPResponse, url: str, policy: FetchPolicy, started: float) -> bytes:
     declared = response.getheader("Content-Length")
     if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-        raise InputError(f"URL {_short(url)} is {int(declared):,} bytes, over the limit of {policy.max_bytes:,} bytes")
+        raise InputTooLarge(f"URL {_short(url)} is {int(declared):,} bytes, over the limit of {policy.max_bytes:,} bytes")
     chunks: list[bytes] = []
     size = 0
     while chunk := response.read(65536):
         size += len(chunk)
         if size > policy.max_bytes:
-            raise InputError(f"URL {_short(url)} is over the limit of {policy.max_bytes:,} bytes")
+            raise InputTooLarge(f"URL {_short(url)} is over the limit of {policy.max_bytes:,} bytes")
         if time.monotonic() - started > policy.deadline_s:
             raise InputError(f"URL {_short(url)} took longer than {policy.deadline_s:g} s; refused")
         chunks.append(chunk)

@@ -1,0 +1,84 @@
+"""Errors in Jina's body: {"detail", "code", "request_id"} (422 adds "errors"); clients read `detail`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("edgeclip.server")
+
+
+class ApiError(Exception):
+    """An error answered with its own status, code and message (never a traceback)."""
+
+    def __init__(self, status: int, code: str, detail: str, *, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.errors, self.headers = status, code, detail, errors, headers
+
+
+def invalid_item(index: int, field: str, message: str, value: Any = None, kind: str = "value_error") -> ApiError:
+    """A 422 naming the item, with Jina's `errors` entry."""
+    where = f"input[{index}]" if index >= 0 else "input"
+    return ApiError(422, "invalid_input", f"{where}: {message}",
+                    errors=[{"field": f"{where}.{field}" if field else where, "input": _short(value), "message": message, "type": kind}])
+
+
+def error_body(request: Request, status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", "")
+    body: dict[str, Any] = {"detail": detail, "code": code, "request_id": request_id}
+    if errors is not None:
+        body["errors"] = errors
+    request.state.error_code = code
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _short(value: Any, limit: int = 200) -> Any:
+    """Echo back short inputs only (a base64 image in an error body helps nobody)."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "..."
+    if isinstance(value, (dict, list)):
+        text = repr(value)
+        return value if len(text) <= limit else text[:limit] + "..."
+    return value
+
+
+def _validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = []
+    for error in exc.errors()[:20]:
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        errors.append({"field": ".".join(location) or "body", "input": _short(error.get("input")),
+                       "message": str(error.get("msg", "invalid")), "type": str(error.get("type", "value_error"))})
+    first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+    return f"{first['field']}: {first['message']}", errors
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_body(request, exc.status, exc.code, exc.detail, exc.errors, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return error_body(request, 400, "invalid_json", "the request body is not valid JSON; send "
+                              '{"model": "jina-clip-v2", "input": [...]} with Content-Type: application/json')
+        detail, errors = _validation_errors(exc)
+        return error_body(request, 422, "invalid_request", detail, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_body(request, exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                          headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_body(request, 500, "internal_error", "the server failed on this request; the log has the details")
