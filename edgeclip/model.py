@@ -147,17 +147,23 @@ class EdgeClip:
         """Token id rows (from `tokenize`) -> (N, D) embeddings in input order; batches are length-sorted."""
         check_precision(precision)
         _check_batch_size(batch_size)
-        tokenizer = self._text_tokenizer()
         session = self._session("text")
         dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch: less padding
+        return to_precision(_finish(self.run_tokens(rows, batch_size), dim, session.variant), precision)
+
+    def run_tokens(self, rows: Sequence[Sequence[int]], batch_size: int = 32) -> FloatArray:
+        """Token id rows -> the text graph's raw (N, D) output rows in input order (not yet truncated or
+        normalized); batches are length-sorted, so similar lengths share a batch: less padding."""
+        tokenizer = self._text_tokenizer()
+        session = self._session("text")
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         embeddings = np.empty((len(rows), session.variant.output_dim), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = tokenizer.pad([rows[i] for i in chunk])
             outputs = session.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
             embeddings[chunk] = outputs[session.variant.outputs[0].name]
-        return to_precision(_finish(embeddings, dim, session.variant), precision)
+        return embeddings
 
     def image_pixels(self, image: ImageInput, *, exif_transpose: bool = True, fetch_urls: bool | FetchPolicy = False) -> FloatArray:
         """One image -> its (3, S, S) float32 model input (decode, orient, resize, crop, normalize)."""
@@ -179,11 +185,11 @@ class EdgeClip:
         _check_batch_size(batch_size)
         session = self._session("vision")
         dim = check_truncate_dim(truncate_dim, self.matryoshka_dims, session.variant.output_dim)
-        return to_precision(_finish(self._run_vision(session, pixels, batch_size), dim, session.variant), precision)
+        return to_precision(_finish(self.run_pixels(pixels, batch_size), dim, session.variant), precision)
 
-    @staticmethod
-    def _run_vision(session: TowerSession, pixels: FloatArray, batch_size: int) -> FloatArray:
-        """The graph's raw (unnormalized) output rows."""
+    def run_pixels(self, pixels: FloatArray, batch_size: int = 4) -> FloatArray:
+        """(N, 3, S, S) model inputs -> the vision graph's raw (N, D) output rows (not yet truncated or normalized)."""
+        session = self._session("vision")
         embeddings = np.empty((len(pixels), session.variant.output_dim), dtype=np.float32)
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start : start + batch_size]
@@ -306,7 +312,7 @@ class EdgeClip:
                     batch[offset] = preprocess_image(open_image(item, exif_transpose, self.max_image_pixels), spec)
                 except InputError as exc:  # a file that changed since the check
                     raise InputError(f"image {start + offset}: {exc}") from exc
-            rows.append(self._run_vision(session, batch, batch_size))
+            rows.append(self.run_pixels(batch, batch_size))
         return to_precision(_finish(np.concatenate(rows), dim, session.variant), precision)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -40,13 +41,23 @@ def error_body(request: Request, status: int, code: str, detail: str, errors: li
 
 
 def _short(value: Any, limit: int = 200) -> Any:
-    """Echo back short inputs only (a base64 image in an error body helps nobody)."""
+    """Echo back short inputs only (a base64 image in an error body helps nobody), always as JSON values."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[: limit + 1]).decode("utf-8", "replace")
     if isinstance(value, str) and len(value) > limit:
         return value[:limit] + "..."
     if isinstance(value, (dict, list)):
         text = repr(value)
-        return value if len(text) <= limit else text[:limit] + "..."
-    return value
+        return value if len(text) <= limit and _is_json(value) else text[:limit] + ("..." if len(text) > limit else "")
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)[:limit]
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:

@@ -1,0 +1,37 @@
+"""Serve the app with uvicorn: loopback by default, graceful on SIGTERM/SIGINT (in-flight requests finish)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import uvicorn
+
+from .app import create_app
+from .config import ServerConfig
+
+log = logging.getLogger("edgeclip.server")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run(config: ServerConfig) -> None:
+    """Blocks until the server stops; uvicorn stops accepting on SIGTERM, lets in-flight requests finish
+    (at most graceful_timeout_s) and returns."""
+    if not is_loopback(config.host) and config.api_key is None:
+        log.warning("listening on %s without an API key: anyone who can reach this port can use it "
+                    "(pass --api-key or set EDGECLIP_API_KEY)", config.host)
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host.strip("[]"), port=config.port, log_level="info", access_log=False,  # the guard logs requests
+        timeout_graceful_shutdown=int(config.graceful_timeout_s), server_header=False, lifespan="on",
+        log_config=None,
+    ))
+    server.run()
