@@ -63,11 +63,16 @@ def _is_json(value: Any) -> bool:
 def _validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     errors = []
     for error in exc.errors()[:20]:
-        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        location = [str(part) for part in error.get("loc", ()) if part != "body" and not _union_tag(part)]
         errors.append({"field": ".".join(location) or "body", "input": _short(error.get("input")),
                        "message": str(error.get("msg", "invalid")), "type": str(error.get("type", "value_error"))})
     first = errors[0] if errors else {"field": "body", "message": "invalid request"}
     return f"{first['field']}: {first['message']}", errors
+
+
+def _union_tag(part: object) -> bool:
+    """pydantic names the union member it tried in `loc` ("int", "TextInput", "list[...]"): not a field."""
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in ("int", "str", "bool", "float"))
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import numpy as np
 
 from ..errors import InputError, InputTooLarge
 from ..fetch import FetchPolicy, decode_data_uri, fetch_url, is_data_uri
+from ..postprocess import to_precision
 from ..preprocess import open_image, preprocess_image
 from ..bundle import VisionSpec
 from .config import TILE, TOKENS_PER_TILE, Limits
@@ -170,8 +171,6 @@ def image_bytes(item: ImageItem, limits: Limits, fetch: FetchPolicy | None) -> b
 
 
 def _capped(policy: FetchPolicy, cap: int) -> FetchPolicy:
-    from dataclasses import replace
-
     return replace(policy, max_bytes=min(policy.max_bytes, cap))
 
 
@@ -202,10 +201,8 @@ def encode(rows: np.ndarray, kind: str) -> list[Any]:
     if kind == "float":
         return rows.tolist()
     if kind == "base64":
-        little = rows.astype("<f4")
-        return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
-    packed = np.packbits(rows > 0, axis=1)
-    return packed.tolist() if kind == "ubinary" else (packed.astype(np.int16) - 128).tolist()
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in rows.astype("<f4")]
+    return to_precision(rows, kind).tolist()  # type: ignore[arg-type]
 
 
 def embeddings(rows: np.ndarray, options: Options) -> list[Any]:

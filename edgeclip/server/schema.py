@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 EmbeddingType = Literal["float", "base64", "binary", "ubinary"]
 
@@ -45,7 +45,7 @@ class EmbeddingsRequest(BaseModel):
                           "ubinary (uint8 of packed sign bits), or a list of them")
     encoding_type: Union[EmbeddingType, list[EmbeddingType], None] = Field(None, description="alias of embedding_type")
     encoding_format: Union[Literal["float", "base64"], None] = Field(None, description="OpenAI's name for it")
-    dimensions: Union[int, str, None] = Field(None, description="1-1024 (an int or a numeric string): keep the "
+    dimensions: Union[StrictInt, StrictStr, None] = Field(None, description="1-1024 (an int or a numeric string): keep the "
                                               "first N dimensions, then L2-normalize (Matryoshka)")
     normalized: bool = Field(True, description="L2-normalize the embeddings")
     task: Union[str, None] = Field(None, description="retrieval.query adds the query instruction to texts; "
