@@ -64,15 +64,24 @@ class Batcher:
         with self._cond:
             return len(self.towers[tower].jobs)
 
+    def overloaded(self, tower: Tower) -> Overloaded | None:
+        """Overloaded (with a Retry-After estimate) once a tower's queue holds max_queue items, else None.
+
+        A request is admitted whole while there is room, so one request larger than the queue is
+        still served (the queue is bounded by max_queue + the items of one request)."""
+        queue = self.towers[tower]
+        waiting = len(queue.jobs)
+        if waiting < queue.max_queue and not self._stopping:
+            return None
+        return Overloaded(tower, max(1, int(waiting * queue.seconds_per_item + 0.999)))
+
     def submit(self, tower: Tower, payloads: Sequence[Any], costs: Sequence[int]) -> list[Future[np.ndarray]]:
         """Queue a request's items of one tower together, or refuse them all (Overloaded)."""
         queue = self.towers[tower]
         with self._cond:
-            if self._stopping:
-                raise Overloaded(tower, 1)
-            if len(queue.jobs) + len(payloads) > queue.max_queue:
-                backlog = len(queue.jobs) * queue.seconds_per_item
-                raise Overloaded(tower, max(1, int(backlog + 0.999)))
+            refusal = self.overloaded(tower)
+            if refusal is not None:
+                raise refusal
             jobs = [_Job(p, c, Future()) for p, c in zip(payloads, costs)]
             queue.jobs.extend(jobs)
             self._cond.notify_all()

@@ -118,8 +118,9 @@ class Engine:
             if group and tower not in self.towers:
                 raise invalid_item(group[0].index, "", f"this bundle has no {tower} tower; rebuild it with "
                                    "--towers text,vision", None, "tower_missing")
-            if group and self.batcher.depth(tower) + len(group) > self.config.limits.max_queue:  # type: ignore[arg-type]
-                raise self._overloaded(Overloaded(tower, 1))  # type: ignore[arg-type]
+            refusal = self.batcher.overloaded(tower) if group else None  # type: ignore[arg-type]
+            if refusal is not None:  # refused before any decoding or tokenizing
+                raise self._overloaded(refusal)
         loop = asyncio.get_running_loop()
         text_job = loop.run_in_executor(self.pool, self._tokenize, texts, options) if texts else None
         image_jobs = [loop.run_in_executor(self.pool, self._pixels, item) for item in images]

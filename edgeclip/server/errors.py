@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -44,8 +45,11 @@ def _short(value: Any, limit: int = 200) -> Any:
     """Echo back short inputs only (a base64 image in an error body helps nobody), always as JSON values."""
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value[: limit + 1]).decode("utf-8", "replace")
-    if isinstance(value, str) and len(value) > limit:
-        return value[:limit] + "..."
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # NaN / Infinity are not JSON
+    if isinstance(value, str):
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate cannot go out as UTF-8
+        return value[:limit] + "..." if len(value) > limit else value
     if isinstance(value, (dict, list)):
         text = repr(value)
         return value if len(text) <= limit and _is_json(value) else text[:limit] + ("..." if len(text) > limit else "")
@@ -54,8 +58,8 @@ def _short(value: Any, limit: int = 200) -> Any:
 
 def _is_json(value: Any) -> bool:
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return False
     return True
 

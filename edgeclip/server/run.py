@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -22,6 +26,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM/SIGINT it shut down for gracefully is not re-raised
+    afterwards (uvicorn does, so the process would die by the signal, status 143, not exit 0)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def run(config: ServerConfig) -> None:
     """Blocks until the server stops; uvicorn stops accepting on SIGTERM, lets in-flight requests finish
     (at most graceful_timeout_s) and returns."""
@@ -29,7 +50,7 @@ def run(config: ServerConfig) -> None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use it "
                     "(pass --api-key or set EDGECLIP_API_KEY)", config.host)
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(
+    server = _Server(uvicorn.Config(
         app, host=config.host.strip("[]"), port=config.port, log_level="info", access_log=False,  # the guard logs requests
         timeout_graceful_shutdown=int(config.graceful_timeout_s), server_header=False, lifespan="on",
         log_config=None,

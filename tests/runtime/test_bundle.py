@@ -126,6 +126,8 @@ def test_unavailable_provider_is_named() -> None:
     assert check_providers(None) == ["CPUExecutionProvider"]
 
 
-def test_runtime_never_imports_torch() -> None:
-    code = "import sys, edgeclip, edgeclip.session, edgeclip.bundle; bad = [m for m in ('torch', 'onnx', 'safetensors', 'transformers') if m in sys.modules]; assert not bad, bad"
+def test_runtime_never_imports_torch_or_the_server_stack() -> None:
+    heavy = ("torch", "onnx", "safetensors", "transformers", "fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client")
+    code = ("import sys, edgeclip, edgeclip.session, edgeclip.bundle, edgeclip.cli; "
+            f"bad = [m for m in {heavy!r} if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -38,8 +38,9 @@ def running(bundle: Path, *, ready: bool = True, **settings: Any) -> Iterator[st
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
+    key = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
     deadline = time.monotonic() + 60
-    while not server.started or (ready and httpx.get(f"{base}/ready").status_code != 200):
+    while not server.started or (ready and httpx.get(f"{base}/ready", headers=key).status_code != 200):
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not come up"
         time.sleep(0.02)
     try:
@@ -130,6 +131,18 @@ def server(tiny_bundle: Path) -> Iterator[str]:
 def images() -> dict[str, bytes]:
     """The image host's files, by path."""
     return IMAGES
+
+
+@pytest.fixture(scope="session")
+def image_hits() -> list[str]:
+    """Every path the image host was asked for, in order (SSRF tests check nothing got through)."""
+    return _ImageHandler.hits
+
+
+@pytest.fixture(scope="session", name="png_claiming")
+def png_claiming_fixture() -> Any:
+    """png_claiming(width, height): a small PNG whose header claims a huge image."""
+    return png_claiming
 
 
 @pytest.fixture(scope="session")
