@@ -1,6 +1,8 @@
 """Dynamic batching across concurrent requests: one queue per tower, one inference thread.
 
-Items wait at most `max_wait_s` after they arrive (or until a batch fills) and the thread alternates
+An item waits for batch-mates only while more are on their way (a request admitted but still being
+tokenized or decoded), and at most `max_wait_s` after it arrived: a lone query runs at once, and
+under load batches form from what queues up while the previous batch runs. The thread alternates
 between the towers whenever both have work, so a queue of images cannot starve short queries (a text
 waits for at most one image batch). One inference at a time is the right number on a CPU: ONNX
 Runtime already spreads each call over `threads` cores, and two concurrent calls would only contend.
@@ -9,11 +11,12 @@ A full queue refuses new items at once (the caller answers 429) instead of letti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +51,7 @@ class TowerQueue:
     max_batch_cost: int  # a text batch stops growing past this many padded tokens (memory and latency)
     jobs: deque[_Job] = field(default_factory=deque)
     seconds_per_item: float = 0.05  # running estimate, for Retry-After
+    arriving: int = 0  # requests admitted for this tower whose items are not queued yet
 
 
 class Batcher:
@@ -74,6 +78,19 @@ class Batcher:
         if waiting < queue.max_queue and not self._stopping:
             return None
         return Overloaded(tower, max(1, int(waiting * queue.seconds_per_item + 0.999)))
+
+    @contextlib.contextmanager
+    def arriving(self, tower: Tower) -> Iterator[None]:
+        """Around a request's decoding and submit: batches forming meanwhile wait for its items."""
+        queue = self.towers[tower]
+        with self._cond:
+            queue.arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                queue.arriving -= 1
+                self._cond.notify_all()
 
     def submit(self, tower: Tower, payloads: Sequence[Any], costs: Sequence[int]) -> list[Future[np.ndarray]]:
         """Queue a request's items of one tower together, or refuse them all (Overloaded)."""
@@ -126,11 +143,12 @@ class Batcher:
                     continue
                 tower = waiting[0]
                 queue = self.towers[tower]
-                # Wait for company until the first item has waited max_wait, unless the batch is full
-                # (or we are shutting down, or another tower has work too: then take what is here).
+                # Wait for company only while some is on its way, until the first item has waited max_wait,
+                # unless the batch is full (or we are stopping, or another tower has work: take what is here).
                 due = queue.jobs[0].arrived + self.max_wait_s
                 now = time.monotonic()
-                if len(queue.jobs) < queue.max_batch and now < due and not self._stopping and len(waiting) == 1:
+                if (queue.arriving and len(queue.jobs) < queue.max_batch and now < due and not self._stopping
+                        and len(waiting) == 1):
                     self._cond.wait(due - now)
                     continue
                 self._order.remove(tower)

@@ -129,13 +129,16 @@ class Engine:
         futures = []
         try:
             if text_job is not None:
-                ids = await text_job
-                text_tokens = sum(len(row) for row in ids)
-                futures += zip([t.index for t in texts], self.batcher.submit("text", ids, [len(r) for r in ids]))
+                with self.batcher.arriving("text"):
+                    ids = await text_job
+                    text_tokens = sum(len(row) for row in ids)
+                    futures += zip([t.index for t in texts], self.batcher.submit("text", ids, [len(r) for r in ids]))
             if image_jobs:
-                decoded = await asyncio.gather(*image_jobs)
-                image_tokens = sum(tokens for _, tokens in decoded)
-                futures += zip([i.index for i in images], self.batcher.submit("vision", [p for p, _ in decoded], [1] * len(decoded)))
+                with self.batcher.arriving("vision"):
+                    decoded = await asyncio.gather(*image_jobs)
+                    image_tokens = sum(tokens for _, tokens in decoded)
+                    futures += zip([i.index for i in images],
+                                   self.batcher.submit("vision", [p for p, _ in decoded], [1] * len(decoded)))
         except Overloaded as exc:
             raise self._overloaded(exc) from exc
         finally:

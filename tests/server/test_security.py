@@ -161,23 +161,41 @@ def test_base64_garbage_and_bombs_are_a_422_naming_the_item(server: str, tight: 
     assert_error(post(tight, {"input": [{"bytes": oversized}]}), 413, "image_too_large")
 
 
-def test_overload_is_a_429_at_once_with_retry_after(tight: str) -> None:
-    # max_queue=2 and max_wait_ms=1000: the first request's items sit in the queue for up to a second
-    first: dict[str, requests.Response] = {}
-    thread = threading.Thread(target=lambda: first.update(r=post(tight, {"input": ["one", "two"]})))
-    thread.start()
-    deadline = time.monotonic() + 10
-    while 'edgeclip_queue_depth{tower="text"} 2.0' not in requests.get(f"{tight}/metrics", timeout=10).text:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    started = time.monotonic()
-    refused = post(tight, {"input": ["three"]})
-    assert time.monotonic() - started < 0.5  # answered at once, not after a timeout
-    assert_error(refused, 429, "overloaded")
-    assert int(refused.headers["Retry-After"]) >= 1
-    thread.join(30)
-    assert first["r"].status_code == 200
-    assert post(tight, {"input": ["x"] * 50}).status_code == 200  # a request larger than the queue is admitted whole
+def test_overload_is_a_429_at_once_with_retry_after(serve: Any, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeclip.server import engine as engine_module
+
+    armed, entered, release = threading.Event(), threading.Event(), threading.Event()
+    run_text = engine_module.Engine._run_text
+
+    def held(self: Any, rows: Any) -> Any:  # once armed, holds the inference thread: queued items stay queued
+        if armed.is_set():
+            entered.set()
+            release.wait(30)
+        return run_text(self, rows)
+
+    monkeypatch.setattr(engine_module.Engine, "_run_text", held)
+    with serve(tiny_bundle, limits=Limits(max_queue=2), max_batch=2) as base:
+        armed.set()  # after the warm-up
+        answers: list[requests.Response] = []
+        first = threading.Thread(target=lambda: answers.append(post(base, {"input": ["one", "two"]})))
+        first.start()
+        assert entered.wait(10)  # its batch is on the (held) inference thread
+        deadline = time.monotonic() + 10
+        queued = threading.Thread(target=lambda: answers.append(post(base, {"input": ["three", "four"]})))
+        queued.start()  # waits in the queue: depth 2, the limit
+        while 'edgeclip_queue_depth{tower="text"} 2.0' not in requests.get(f"{base}/metrics", timeout=10).text:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        started = time.monotonic()
+        refused = post(base, {"input": ["five"]})
+        assert time.monotonic() - started < 0.5  # answered at once, not after a timeout
+        assert_error(refused, 429, "overloaded")
+        assert int(refused.headers["Retry-After"]) >= 1
+        release.set()
+        first.join(30)
+        queued.join(30)
+        assert [a.status_code for a in answers] == [200, 200]
+        assert post(base, {"input": ["x"] * 50}).status_code == 200  # a request larger than the queue is admitted whole
 
 
 # ---- URLs ----------------------------------------------------------------------------------------
