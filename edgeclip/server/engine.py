@@ -28,6 +28,8 @@ from .items import ImageItem, Item, Options, TextItem, image_bytes, image_pixels
 from .metrics import Metrics
 
 log = logging.getLogger("edgeclip.server")
+# Short texts are tokenized on the event loop (tens of microseconds, less than a hop to a thread and back).
+INLINE_TOKENIZE_CHARS = 2000
 TEXT_BATCH_TOKENS = 16384  # padded tokens per text session call (32 x 512), one long text always fits alone
 
 
@@ -122,15 +124,17 @@ class Engine:
             if refusal is not None:  # refused before any decoding or tokenizing
                 raise self._overloaded(refusal)
         loop = asyncio.get_running_loop()
-        text_job = loop.run_in_executor(self.pool, self._tokenize, texts, options) if texts else None
+        text_job = None
+        if texts and sum(len(t.text) for t in texts) > INLINE_TOKENIZE_CHARS:
+            text_job = loop.run_in_executor(self.pool, self._tokenize, texts, options)
         image_jobs = [loop.run_in_executor(self.pool, self._pixels, item) for item in images]
         rows: dict[int, Any] = {}
         text_tokens = image_tokens = 0
         futures = []
         try:
-            if text_job is not None:
+            if texts:
                 with self.batcher.arriving("text"):
-                    ids = await text_job
+                    ids = await text_job if text_job is not None else self._tokenize(texts, options)
                     text_tokens = sum(len(row) for row in ids)
                     futures += zip([t.index for t in texts], self.batcher.submit("text", ids, [len(r) for r in ids]))
             if image_jobs:

@@ -197,9 +197,10 @@ def finish(rows: np.ndarray, options: Options) -> np.ndarray:
 
 
 def encode(rows: np.ndarray, kind: str) -> list[Any]:
-    """One value per row: float lists, base64 of little-endian float32, or packed sign bits as ints."""
+    """One value per row: float32 rows (the app writes them as JSON numbers), base64 of little-endian
+    float32, or packed sign bits as ints."""
     if kind == "float":
-        return rows.tolist()
+        return list(rows.astype(np.float32, copy=False))
     if kind == "base64":
         return [base64.b64encode(row.tobytes()).decode("ascii") for row in rows.astype("<f4")]
     return to_precision(rows, kind).tolist()  # type: ignore[arg-type]
