@@ -22,6 +22,7 @@ import io
 import json
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -167,8 +168,11 @@ def closed_loop(port: int, concurrency: int, seconds: float, make_body: Callable
             "per_s": round(len(latencies) / wall, 2), "statuses": statuses, **percentiles(latencies)}
 
 
-async def open_loop(port: int, rate: float, seconds: float, body: bytes, connections: int = 256) -> dict[str, Any]:
-    """Requests at a fixed rate whatever the answers (what overload looks like), on keep-alive connections."""
+async def open_loop(port: int, rate: float, seconds: float, body: bytes, connections: int) -> dict[str, Any]:
+    """Requests at a fixed rate whatever the answers (what overload looks like), on keep-alive connections.
+
+    HTTP/1.1 has one request in flight per connection, so there must be more connections than the
+    server queues requests (else the client, not the server, is what limits the load)."""
     total = int(rate * seconds)
     start = time.monotonic() + 0.5
     results: list[tuple[int, float, float]] = []  # status, latency, lateness of the send
@@ -271,7 +275,7 @@ def images(port: int, model: edgeclip.EdgeClip, pictures: list[bytes]) -> dict[s
             "ratio_http_over_in_process": round(served["per_s"] / local, 3)}
 
 
-def overload(server: Server, capacity: float, seconds: float) -> dict[str, Any]:
+def overload(server: Server, capacity: float, seconds: float, max_queue: int = 512) -> dict[str, Any]:
     body = json.dumps({"model": "jina-clip-v2", "input": ["how do I get to the station from here"]}).encode()
     samples: list[float] = [server.rss_mb()]
     done = threading.Event()
@@ -282,7 +286,7 @@ def overload(server: Server, capacity: float, seconds: float) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    result = asyncio.run(open_loop(server.port, 4 * capacity, seconds, body))
+    result = asyncio.run(open_loop(server.port, 4 * capacity, seconds, body, connections=max_queue + 512))
     done.set()
     sampler.join()
     fives = sum(n for status, n in result["statuses"].items() if status >= 500)
@@ -401,6 +405,8 @@ def main() -> None:
     args = parser.parse_args()
     command = "python -m bench.serve " + " ".join(sys.argv[1:])
     stamp = time.strftime("%Y-%m-%d-%H%M")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the overload's ~1,000 connections, both ends
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     args.out.mkdir(parents=True, exist_ok=True)
 
     pictures = {"/id/84/1280/848.jpg": photo(1280, 848, 0), **{f"/{i}.jpg": photo(640, 480, i) for i in range(8)}}

@@ -408,8 +408,10 @@ def load(
             None means CPUExecutionProvider.
         max_image_pixels: images with more pixels (read from the header, before decoding) raise
             InputError: a guard against decompression bombs. Default 64 MP.
-        low_memory: run without ONNX Runtime's memory pattern: lower peak RSS (full-size int8 image
-            process ~450 vs ~520 MB) for images 0-10 % slower; False favours speed. Same results.
+        low_memory: run without ONNX Runtime's memory pattern (lower peak RSS: full-size int8 image
+            process ~450 vs ~520 MB, images 0-10 % slower) and give the arena's free memory back after
+            each large run (a long-lived process fed varied shapes stays near its base size instead
+            of its high-water mark); False favours speed. Same results.
     """
     return EdgeClip(Bundle.open(bundle_dir), variant=variant, threads=threads, providers=providers,
                     max_image_pixels=max_image_pixels, low_memory=low_memory)

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     limits.add_argument("--max-body-mb", type=_positive, default=64, help="request body size (default 64 MiB)")
     limits.add_argument("--max-image-mb", type=_positive, default=8, help="bytes per image (default 8 MiB, as Jina)")
     limits.add_argument("--max-tokens", type=_positive, default=8192, help="tokens per text (default 8192)")
-    limits.add_argument("--max-queue", type=_positive, default=512, help="items waiting per tower before 429 (default 512)")
+    limits.add_argument("--max-queue", type=_positive, default=512, help="texts waiting before 429 (default 512; images: a 16th of it)")
     limits.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request body to arrive (default 30)")
     p.set_defaults(run=run)
 

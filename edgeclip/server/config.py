@@ -23,7 +23,7 @@ class Limits:
     max_image_bytes: int = JINA_MAX_IMAGE_BYTES  # per image, after base64 decoding or fetching
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # read from the header before decoding (bomb guard)
     max_tokens: int = 8192  # per text: the model's limit; longer is a 422 unless truncate=true
-    max_queue: int = 512  # items waiting per tower; more is a 429 with Retry-After, answered at once
+    max_queue: int = 512  # texts waiting (images: a 16th); more is a 429 with Retry-After, answered at once
     body_timeout_s: float = 30.0  # a request body that takes longer to arrive is a 408 (slow-drip clients)
 
     def __post_init__(self) -> None:

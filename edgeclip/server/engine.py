@@ -30,7 +30,10 @@ from .metrics import Metrics
 log = logging.getLogger("edgeclip.server")
 # Short texts are tokenized on the event loop (tens of microseconds, less than a hop to a thread and back).
 INLINE_TOKENIZE_CHARS = 2000
-TEXT_BATCH_TOKENS = 16384  # padded tokens per text session call (32 x 512), one long text always fits alone
+TEXT_BATCH_TOKENS = 16384
+# The image queue holds a 16th of --max-queue: an image costs ~100 short queries (32 images ~ a minute
+# of backlog on 2 cores, where 512 would be 20 minutes of waiting before anyone heard 429).
+IMAGE_QUEUE_SHARE = 16  # padded tokens per text session call (32 x 512), one long text always fits alone
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ class Engine:
                                 "them; rebuild the bundle to batch", tower, variant.precision)
                     cap = 1
                 runner = self._run_text if tower == "text" else self._run_vision
-                queues[tower] = TowerQueue(runner, cap, self.config.limits.max_queue,
+                limit = self.config.limits.max_queue
+                queues[tower] = TowerQueue(runner, cap, limit if tower == "text" else max(1, limit // IMAGE_QUEUE_SHARE),
                                            TEXT_BATCH_TOKENS if tower == "text" else cap)
                 self._warm(tower)
             self.batcher = Batcher(queues, self.config.max_wait_ms / 1000, self.metrics.observe_batch)
