@@ -180,16 +180,27 @@ async def open_loop(port: int, rate: float, seconds: float, body: bytes, connect
     request = (f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
+    reconnects = 0
+
     async def worker() -> None:
-        nonlocal next_index
+        nonlocal next_index, reconnects
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while next_index < total:
             index, next_index = next_index, next_index + 1
             due = start + index / rate
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             sent = time.monotonic()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
+            for _ in range(3):
+                try:
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    break
+                except (asyncio.IncompleteReadError, ConnectionError):  # the server closed an idle keep-alive connection
+                    reconnects += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            else:
+                raise ConnectionError("the server closed the connection three times in a row")
             length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
             await reader.readexactly(length)
             results.append((int(head.split(b" ", 2)[1]), time.monotonic() - sent, sent - due))
@@ -202,7 +213,8 @@ async def open_loop(port: int, rate: float, seconds: float, body: bytes, connect
     lateness = [late for *_, late in results]
     return {"offered_per_s": round(rate, 1), "requests": len(results), "statuses": {s: len(v) for s, v in by_status.items()},
             "latency_by_status": {s: percentiles(v) for s, v in by_status.items()},
-            "send_lateness_p50_ms": round(statistics.median(lateness) * 1e3, 1) if lateness else None}
+            "send_lateness_p50_ms": round(statistics.median(lateness) * 1e3, 1) if lateness else None,
+            "reconnects": reconnects}
 
 
 # ---- the phases ------------------------------------------------------------------------------------
@@ -286,9 +298,11 @@ def overload(server: Server, capacity: float, seconds: float, max_queue: int = 5
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    result = asyncio.run(open_loop(server.port, 4 * capacity, seconds, body, connections=max_queue + 512))
-    done.set()
-    sampler.join()
+    try:
+        result = asyncio.run(open_loop(server.port, 4 * capacity, seconds, body, connections=max_queue + 512))
+    finally:
+        done.set()
+        sampler.join()
     fives = sum(n for status, n in result["statuses"].items() if status >= 500)
     return {**result, "capacity_per_s": round(capacity, 1), "server_errors_5xx": fives,
             "rss_mb_before": round(samples[0], 1), "rss_mb_peak": round(max(samples), 1), "rss_mb_after": round(samples[-1], 1)}
@@ -318,9 +332,11 @@ def soak(server: Server, seconds: float, texts: list[str], encoded_images: list[
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    result = closed_loop(server.port, 4, seconds, body)
-    done.set()
-    sampler.join()
+    try:
+        result = closed_loop(server.port, 4, seconds, body)
+    finally:
+        done.set()
+        sampler.join()
     minute = min(60.0, seconds / 4)
     early = [rss for t, rss in timeline if minute <= t < 2 * minute] or [timeline[0][1]]
     late = [rss for t, rss in timeline if t >= timeline[-1][0] - minute]
