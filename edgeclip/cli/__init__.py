@@ -1,4 +1,4 @@
-"""`edgeclip info | verify | embed | serve ...`: one module per command, each a thin layer over the library.
+"""`edgeclip info | verify | embed | index | search | serve ...`: one module per command, each a thin layer over the library.
 
 Exit codes: 0 ok; 1 some inputs failed (the others were written); 2 bad arguments, bundle or
 output; 130 interrupted (what was finished is kept).
@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import EdgeClipError
-from . import embed, info, serve
+from . import embed, index, info, search, serve
 from .info import info_text
 
 __all__ = ["info_text", "main", "parser"]
@@ -24,6 +24,8 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
     info.add_parsers(sub)
     embed.add_parser(sub)
+    index.add_parser(sub)
+    search.add_parser(sub)
     serve.add_parser(sub)
     return root
 
