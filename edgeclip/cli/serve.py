@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--variant", help="bundle variant, e.g. fp32 (default: int8 on CPU)")
     p.add_argument("--max-batch", type=_positive, default=32, help="text items per session call (default 32; images at most 4)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long an item waits for batch-mates (default 5)")
+    p.add_argument("--index", type=Path, metavar="DB", help="an `edgeclip index` file: serve its search page at / "
+                   "(and GET /v1/search, /v1/thumbnail)")
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-items", type=_positive, default=2048, help="inputs per request (default 2048)")
     limits.add_argument("--max-body-mb", type=_positive, default=64, help="request body size (default 64 MiB)")
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--allow-host only matters with --fetch-urls; add --fetch-urls")
     config = ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=api_key_from(args.api_key),
                           fetch=fetch, threads=args.threads, variant=args.variant, max_batch=args.max_batch,
-                          max_wait_ms=args.max_wait_ms, limits=limits)
+                          max_wait_ms=args.max_wait_ms, limits=limits, index=args.index)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(config)
     return 0

@@ -218,6 +218,12 @@ class Index:
         rows = self.store.db.execute("SELECT id, source FROM items").fetchall()
         return [(i, s) for i, s in rows if any(s == r or s.startswith(r.rstrip(os.sep) + os.sep) for r in roots)]
 
+    def image_source(self, item_id: str) -> str | None:
+        """The file of an indexed image, by id (None if the id is not an indexed image)."""
+        with self._lock:
+            row = self.store.db.execute("SELECT source FROM items WHERE id = ? AND kind = 'image'", (item_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def remove(self, ids: Iterable[str]) -> int:
         """Drop items by id (for images and documents in folders, the id is the path)."""
         return self.store.remove(ids)

@@ -7,6 +7,8 @@ that clients and schemathesis read, and because it is what most Python model ser
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -30,7 +32,9 @@ from .schema import EmbeddingsRequest, EmbeddingsResponse, ErrorBody, ModelList
 
 log = logging.getLogger("edgeclip.server")
 OPEN_PATHS = frozenset({"/health", "/live"})  # answered without the API key
-KNOWN_PATHS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/live", "/ready", "/metrics", "/openapi.json", "/docs"})
+PAGE_PATHS = frozenset({"/", "/v1/search", "/v1/thumbnail"})  # a browser's: the key also as Basic auth's password
+KNOWN_PATHS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/live", "/ready", "/metrics", "/openapi.json",
+                         "/docs"}) | PAGE_PATHS
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 408, 413, 422, 429, 503)
 }
@@ -44,11 +48,23 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     metrics = engine.metrics if engine is not None else Metrics()
     engine = engine or Engine(config, metrics)
 
+    index = None
+    if config.index is not None:
+        from ..errors import InputError
+        from ..index import Index
+
+        if not config.index.is_file():
+            raise InputError(f"--index {config.index}: no such index; make it with `edgeclip index {config.index} SOURCE... "
+                             f"--bundle {config.bundle}`")
+        index = Index(config.index, engine.model)  # refuses an index built with another bundle, before serving
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         engine.start()
         yield
         await asyncio.get_running_loop().run_in_executor(None, engine.stop)
+        if index is not None:
+            index.close()
 
     app = FastAPI(title="edgeclip", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="jina-clip-v2 text and image embeddings, served locally in Jina's API shape.")
@@ -103,6 +119,10 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
                 metrics.queue_depth.labels(tower).set(engine.batcher.depth(tower))
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    if index is not None:
+        from .search import add_search_routes
+
+        add_search_routes(app, index, engine.pool)
     return Guard(app, config, metrics)  # type: ignore[return-value]
 
 
@@ -143,8 +163,9 @@ class Guard:
             if refusal is not None:
                 status_code, code, detail = refusal
                 state["error_code"] = code
+                challenge = 'Basic realm="edgeclip", charset="UTF-8"' if path in PAGE_PATHS else "Bearer"
                 await _json(send_tracked, status_code, {"detail": detail, "code": code, "request_id": request_id},
-                            {"www-authenticate": "Bearer"} if status_code == 401 else None)
+                            {"www-authenticate": challenge} if status_code == 401 else None)
             elif body is not None:
                 await self.app(scope, _replay(body, receive), send_tracked)
             else:
@@ -157,9 +178,11 @@ class Guard:
             return None
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
-            return 401, "unauthorized", "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
-        return None
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key):
+            return None
+        if path in PAGE_PATHS and scheme.lower() == b"basic" and hmac.compare_digest(_basic_password(token), self._key):
+            return None  # a browser on the search page: any user name, the key as the password
+        return 401, "unauthorized", "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
 
     async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes | None, tuple[int, str, str] | None]:
         limit = self.config.limits.max_body_bytes
@@ -199,6 +222,13 @@ class Guard:
         if status >= 400:
             self.metrics.errors.labels(state.get("error_code", "http_error")).inc()
         log.info("%s %s %d items=%s %.1fms", scope.get("method"), path[:200], status, state.get("items", 0), seconds * 1e3)
+
+
+def _basic_password(token: bytes) -> bytes:
+    try:
+        return base64.b64decode(token.strip(), validate=True).partition(b":")[2]
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _as_json(scope: Scope) -> None:

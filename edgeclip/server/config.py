@@ -48,6 +48,7 @@ class ServerConfig:
     max_wait_ms: float = 5.0  # how long the first item of a batch waits for company
     limits: Limits = field(default_factory=Limits)
     graceful_timeout_s: float = 30.0  # SIGTERM: in-flight requests get this long to finish
+    index: Path | None = None  # an `edgeclip index` file: the search page at / and /v1/search
 
     def __post_init__(self) -> None:
         if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
