@@ -25,7 +25,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> tupl
         Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(root / f"p{i}.png")
     Image.new("RGB", (50, 50), (200, 10, 10)).save(root / "<img src=x onerror=alert(1)>.png")
     (root / "note.md").write_text("<script>alert('doc')</script> a note about seals", encoding="utf-8")
-    db = root.parent / "photos.db"
+    db = tmp_path_factory.mktemp("index") / "photos.db"
     with Index(db, edgeclip.load(tiny_bundle), bundle_path=tiny_bundle) as index:
         index.add([root])
     return db, root

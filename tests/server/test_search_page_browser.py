@@ -53,7 +53,7 @@ def photo_index(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> 
         Image.fromarray(((ramp * 2 + tint) % 256).astype(np.uint8)).save(root / f"photo{i}.jpg")
     Image.new("RGB", (80, 60), (250, 200, 0)).save(root / "<img src=x onerror=alert(1)>.png")
     (root / "notes.md").write_text("<b>bold?</b> The seal sleeps on the rock.", encoding="utf-8")
-    db = root.parent / "photos.db"
+    db = tmp_path_factory.mktemp("index") / "photos.db"
     with Index(db, edgeclip.load(tiny_bundle)) as index:
         index.add([root])
     return db
@@ -90,4 +90,4 @@ def test_query_thumbnails_and_click_for_similar(playwright: Any, serve: Any, tin
             assert page.locator("figure.hit.text").count() == 1
         finally:
             context.close()
-    assert outside == [] and dialogs == []  # nothing fetched from elsewhere, no script ran from a name or document
+    assert outside == [] and dialogs == [], (outside, dialogs)  # nothing fetched from elsewhere, no script ran from a name or document
