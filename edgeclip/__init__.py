@@ -5,6 +5,7 @@
     texts = model.encode_text(["a seal on a rock"], task="retrieval.query")   # (1, 1024) float32
     images = model.encode_image(["seal.jpg"], truncate_dim=256)               # (1, 256)
     scores = edgeclip.similarity(texts[:, :256], images)
+    index = edgeclip.Index("photos.db", model)                                 # offline search (edgeclip.index)
 """
 
 from __future__ import annotations
@@ -16,4 +17,13 @@ from .postprocess import similarity
 
 __version__ = "0.1.0"
 
-__all__ = ["Bundle", "BundleError", "EdgeClip", "EdgeClipError", "InputError", "Manifest", "load", "similarity", "__version__"]
+__all__ = ["Bundle", "BundleError", "EdgeClip", "EdgeClipError", "Index", "InputError", "Manifest", "load", "similarity",
+           "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Index":  # imported on first use: `import edgeclip` stays light
+        from .index import Index
+
+        return Index
+    raise AttributeError(f"module 'edgeclip' has no attribute {name!r}")

@@ -20,6 +20,15 @@ def files_of(root: Path) -> list[str]:
     return sorted(str(p) for p in root.rglob("*") if p.suffix in (".png", ".jpg", ".md", ".txt"))
 
 
+def test_edgeclip_index_is_the_same_class_and_loads_only_when_used() -> None:
+    import subprocess
+    import sys
+
+    assert edgeclip.Index is Index
+    code = "import sys, edgeclip; assert 'edgeclip.index' not in sys.modules and 'sqlite3' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_indexes_images_and_documents_and_finds_an_image_by_itself(tmp_path: Path, collection: Path, documents: Path,
                                                                     model: edgeclip.EdgeClip) -> None:
     with Index(tmp_path / "i.db", model) as index:
