@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,17 +23,9 @@ from ..postprocess import PRECISIONS, check_precision, check_truncate_dim
 from ..preprocess import DEFAULT_MAX_PIXELS
 from ..session import GPU_DEVICES
 
+from .common import positive, progress_bar, run_interruptibly
+
 MAX_LISTED_FAILURES = 50
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,12 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     model.add_argument("--task", help="e.g. retrieval.query: prepend the model's query instruction to texts")
     model.add_argument("--dim", type=int, help="Matryoshka dim to truncate to (see `edgeclip info`)")
     model.add_argument("--precision", choices=PRECISIONS, default="float32")
-    model.add_argument("--max-length", type=_positive, help="tokens per text (default 512, up to 8192); longer texts are truncated and counted")
-    model.add_argument("--batch-size", type=_positive, help="inputs per model call (default: 32 texts, 4 images)")
+    model.add_argument("--max-length", type=positive, help="tokens per text (default 512, up to 8192); longer texts are truncated and counted")
+    model.add_argument("--batch-size", type=positive, help="inputs per model call (default: 32 texts, 4 images)")
     model.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (as the upstream reference does)")
-    model.add_argument("--max-image-pixels", type=_positive, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression-bomb guard)")
+    model.add_argument("--max-image-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression-bomb guard)")
     model.add_argument("--variant", help="bundle variant, e.g. fp32 (default: int8 on CPU, fp16 on GPU)")
-    model.add_argument("--threads", type=_positive, help="onnxruntime threads (default: one per core)")
+    model.add_argument("--threads", type=positive, help="onnxruntime threads (default: one per core)")
     where = model.add_mutually_exclusive_group()
     where.add_argument("--device", choices=("cpu", "cuda"), help="cuda needs onnxruntime-gpu")
     where.add_argument("--providers", help="comma-separated onnxruntime execution providers, in order of preference")
@@ -137,48 +126,6 @@ def _settings(model: EdgeClip, args: argparse.Namespace, towers: set[str], optio
         task=args.task, max_length=max_length, exif_transpose=options.exif_transpose)
 
 
-def _run_interruptibly(job: Callable[[threading.Event], Any]) -> Any:
-    """Run `job(stop)` in a thread; the first Ctrl-C (or SIGTERM) sets `stop`, the second quits at once."""
-    stop = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = job(stop)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            outcome["error"] = exc
-
-    def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
-        if stop.is_set():
-            print("\nquitting now; rows already written are kept (a rerun repairs a torn last line)", file=sys.stderr)
-            os._exit(130)
-        stop.set()
-        print("\nstopping after the batch in progress (Ctrl-C again to quit at once)", file=sys.stderr)
-
-    worker = threading.Thread(target=target, name="edgeclip-job")
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.2)
-    finally:
-        for sig, previous in handlers.items():
-            signal.signal(sig, previous)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def _progress_bar(total: int | None, quiet: bool) -> Any:
-    from tqdm import tqdm  # installed with tokenizers (via huggingface_hub)
-
-    # disable=None: drawn on a terminal only, so logs and pipes stay clean.
-    return tqdm(total=total, unit="item", disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.5, smoothing=0.1)
-
-
 def run(args: argparse.Namespace) -> int:
     if not (args.text or args.text_file or args.jsonl or args.image or args.image_dir):
         raise InputError("nothing to embed: give --text, --text-file, --jsonl, --image or --image-dir")
@@ -214,9 +161,9 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(model, args, towers, options)
     model.open_towers(sorted(towers))  # type: ignore[arg-type]  # a missing tower or damaged graph fails now
     sink = open_sink(args.out, settings, overwrite=args.overwrite)
-    bar = _progress_bar(count()[0] if can_count else None, args.quiet)
+    bar = progress_bar(count()[0] if can_count else None, args.quiet)
     try:
-        summary = _run_interruptibly(lambda stop: run_job(model, passes(), sink, options, stop=stop, progress=bar.update))
+        summary = run_interruptibly(lambda stop: run_job(model, passes(), sink, options, stop=stop, progress=bar.update))
     finally:
         bar.close()
         sink.close()

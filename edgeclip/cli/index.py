@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .embed import _positive, _progress_bar, _run_interruptibly
+from .common import positive, progress_bar, run_interruptibly
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--precision", choices=("float16", "int8", "binary"), default=None,
                    help="stored vectors (default float16; binary keeps only sign bits: smallest, least exact)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip paths or names matching GLOB (repeatable)")
-    p.add_argument("--threads", type=_positive, help="onnxruntime threads (default: one per core)")
+    p.add_argument("--threads", type=positive, help="onnxruntime threads (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.bundle, threads=args.threads)
     with Index(args.db, model, dim=args.dim, precision=args.precision or "float16",
                bundle_path=args.bundle) as index:
-        bar = _progress_bar(None, args.quiet)
+        bar = progress_bar(None, args.quiet)
         with bar:
-            report = _run_interruptibly(lambda stop: index.add(args.sources, exclude=args.exclude, stop=stop,
+            report = run_interruptibly(lambda stop: index.add(args.sources, exclude=args.exclude, stop=stop,
                                                                progress=bar.update))
         stats = index.stats()
     print(f"{args.db}: {report.added} added, {report.changed} changed, {report.unchanged} unchanged, "

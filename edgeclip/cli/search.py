@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .embed import _positive
+from .common import positive
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -17,13 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("db", type=Path, help="an index made by `edgeclip index`")
     p.add_argument("query", nargs="?", help="the text to search for (the retrieval.query instruction is applied)")
     p.add_argument("--image", type=Path, help="search by this image instead of a text")
-    p.add_argument("-k", type=_positive, default=10, help="how many results (default 10)")
+    p.add_argument("-k", type=positive, default=10, help="how many results (default 10)")
     p.add_argument("--kind", choices=("image", "text"), help="only images, or only documents")
     p.add_argument("--exact", action="store_true", help="score every stored vector (slower; the reference)")
     p.add_argument("--json", action="store_true", help="one JSON array of results on stdout")
     p.add_argument("--html", type=Path, metavar="FILE", help="also write a gallery page with thumbnails")
     p.add_argument("--bundle", type=Path, help="bundle to embed the query with (default: the one the index was built with)")
-    p.add_argument("--threads", type=_positive, help="onnxruntime threads (default: one per core)")
+    p.add_argument("--threads", type=positive, help="onnxruntime threads (default: one per core)")
     p.set_defaults(run=run)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..bundle import MANIFEST_FILE
 from ..errors import InputError
 from ..fetch import FetchPolicy
-from .embed import _positive
+from .common import positive
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,18 +23,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--fetch-urls", action="store_true", help="fetch http(s) image URLs (public addresses only)")
     p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                    help="with --fetch-urls: also fetch from HOST when it resolves to a loopback/private address (repeatable)")
-    p.add_argument("--threads", type=_positive, help="onnxruntime threads (default: one per core)")
+    p.add_argument("--threads", type=positive, help="onnxruntime threads (default: one per core)")
     p.add_argument("--variant", help="bundle variant, e.g. fp32 (default: int8 on CPU)")
-    p.add_argument("--max-batch", type=_positive, default=32, help="text items per session call (default 32; images at most 4)")
+    p.add_argument("--max-batch", type=positive, default=32, help="text items per session call (default 32; images at most 4)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long an item waits for batch-mates (default 5)")
     p.add_argument("--index", type=Path, metavar="DB", help="an `edgeclip index` file: serve its search page at / "
                    "(and GET /v1/search, /v1/thumbnail)")
     limits = p.add_argument_group("limits")
-    limits.add_argument("--max-items", type=_positive, default=2048, help="inputs per request (default 2048)")
-    limits.add_argument("--max-body-mb", type=_positive, default=64, help="request body size (default 64 MiB)")
-    limits.add_argument("--max-image-mb", type=_positive, default=8, help="bytes per image (default 8 MiB, as Jina)")
-    limits.add_argument("--max-tokens", type=_positive, default=8192, help="tokens per text (default 8192)")
-    limits.add_argument("--max-queue", type=_positive, default=512, help="texts waiting before 429 (default 512; images: a 16th of it)")
+    limits.add_argument("--max-items", type=positive, default=2048, help="inputs per request (default 2048)")
+    limits.add_argument("--max-body-mb", type=positive, default=64, help="request body size (default 64 MiB)")
+    limits.add_argument("--max-image-mb", type=positive, default=8, help="bytes per image (default 8 MiB, as Jina)")
+    limits.add_argument("--max-tokens", type=positive, default=8192, help="tokens per text (default 8192)")
+    limits.add_argument("--max-queue", type=positive, default=512, help="texts waiting before 429 (default 512; images: a 16th of it)")
     limits.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request body to arrive (default 30)")
     p.set_defaults(run=run)
 

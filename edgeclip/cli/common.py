@@ -1,0 +1,63 @@
+"""What the commands share: argument types, Ctrl-C handling for long jobs, the progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def run_interruptibly(job: Callable[[threading.Event], Any]) -> Any:
+    """Run `job(stop)` in a thread; the first Ctrl-C (or SIGTERM) sets `stop`, the second quits at once."""
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = job(stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = exc
+
+    def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001
+        if stop.is_set():
+            print("\nquitting now; rows already written are kept (a rerun repairs a torn last line)", file=sys.stderr)
+            os._exit(130)
+        stop.set()
+        print("\nstopping after the batch in progress (Ctrl-C again to quit at once)", file=sys.stderr)
+
+    worker = threading.Thread(target=target, name="edgeclip-job")
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def progress_bar(total: int | None, quiet: bool) -> Any:
+    from tqdm import tqdm  # installed with tokenizers (via huggingface_hub)
+
+    # disable=None: drawn on a terminal only, so logs and pipes stay clean.
+    return tqdm(total=total, unit="item", disable=True if quiet else None, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5, smoothing=0.1)
