@@ -92,6 +92,9 @@ class Store:
             uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
             self.db = sqlite3.connect(uri, uri=readonly, timeout=30, isolation_level=None, check_same_thread=False)
             if not readonly:
+                # 16 KiB pages hold seven 1024-d float16 rows; at SQLite's default 4 KiB one row takes a page
+                # (measured at 1M items: 3.96 GB). Only takes effect on a new file, before WAL.
+                self.db.execute("PRAGMA page_size=16384")
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
