@@ -119,7 +119,9 @@ def indexing_speed(bundle: Path, count: int, threads: int) -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"# search index ({results['machine']['date']})", "", f"`{results['command']}`", "",
              "Store measured on synthetic clustered unit vectors (no model); default = sign-bit pass over every item, "
-             "then the best 200 rescored with their stored float16 vectors.", "",
+             "then the best 400 rescored with their stored float16 vectors (under 64 MB of vectors: exact, in memory). "
+             "Searcher RAM is the RSS rise when the sign bits load (unreliable below ~50 MB: freed memory is reused; "
+             "the bits are N x dim/8 bytes).", "",
              "| items | file MB | searcher RAM MB | default p50 / p95 ms | --exact p50 / p95 ms | recall@10 |",
              "|---|---|---|---|---|---|"]
     for r in results["sizes"]:
