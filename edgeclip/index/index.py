@@ -9,7 +9,6 @@ in any language or by example image.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,15 +50,12 @@ class IndexReport:
     scan: ScanReport = field(default_factory=ScanReport)
 
 
-def _sha1_file(path: str) -> str:
-    digest = hashlib.sha1()
+def _content_hash(path: str) -> str:
+    """The file's bytes, hashed (the bundle's checksum function); "" if it cannot be read."""
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return "sha256:" + sha256_file(Path(path))[:32]
     except OSError:
         return ""
-    return "sha1:" + digest.hexdigest()[:20]
 
 
 @dataclass
@@ -156,7 +152,7 @@ class Index:
                 before = stored.get(item.id)
                 if before is None or before[0] != item.fingerprint:
                     file_backed = item.error is None and (item.kind == "image" or source == item.id) and os.path.isfile(item.value)
-                    content_hash = _sha1_file(item.value) if file_backed else item.fingerprint
+                    content_hash = _content_hash(item.value) if file_backed else item.fingerprint
                     if before is not None and before[1] == content_hash:  # touched, not changed: keep the vector
                         self.store.touch(item.id, item.fingerprint)
                         sink.done[item.id] = item.fingerprint

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS items (
     kind TEXT NOT NULL,            -- image | text
     source TEXT NOT NULL,          -- the image's path (or URL), or the document's file
     fingerprint TEXT NOT NULL,     -- size:mtime for files, a hash for texts
-    content_hash TEXT NOT NULL,    -- sha1 of the file's bytes (a touched but unchanged file is not re-embedded)
+    content_hash TEXT NOT NULL,    -- sha256 of the file's bytes (a touched but unchanged file is not re-embedded)
     snippet TEXT NOT NULL,         -- the first characters of a document, for display
     vector BLOB NOT NULL,          -- dim values: float16, or int8 scaled by 127; empty for binary
     bits BLOB NOT NULL             -- dim/8 bytes of sign bits
@@ -125,15 +125,6 @@ class Store:
         """id -> (fingerprint, content hash), for every item."""
         return {i: (f, h) for i, f, h in self.db.execute("SELECT id, fingerprint, content_hash FROM items")}
 
-    def ids_under(self, sources: Iterable[str]) -> set[str]:
-        found: set[str] = set()
-        for source in sources:
-            found.update(i for (i,) in self.db.execute("SELECT id FROM items WHERE source = ?", (source,)))
-        return found
-
-    def all_ids(self) -> set[str]:
-        return {i for (i,) in self.db.execute("SELECT id FROM items")}
-
     def put(self, rows: list[Row]) -> None:
         """Insert or replace rows, in one transaction: a batch is in the file whole, or not at all."""
         vectors, bits = pack(np.stack([r.vector for r in rows]), self.settings.precision)
@@ -189,9 +180,6 @@ class Store:
         marks = ",".join("?" * len(wanted))
         query = f"SELECT rowid, id, kind, source, snippet FROM items WHERE rowid IN ({marks})"
         return {r: {"id": i, "kind": k, "source": s, "snippet": t} for r, i, k, s, t in self.db.execute(query, wanted)}
-
-    def has_source(self, source: str) -> bool:
-        return self.db.execute("SELECT 1 FROM items WHERE source = ? AND kind = 'image' LIMIT 1", (source,)).fetchone() is not None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
