@@ -164,11 +164,16 @@ def test_repeated_calls_are_deterministic_and_do_not_grow_memory(model: edgeclip
     image = np.full((64, 80, 3), 123, np.uint8)
     first_t, first_i = model.encode_text(texts), model.encode_image(image)
     process = psutil.Process()
-    for _ in range(20):  # warm-up: allocator pools and ORT arenas settle
-        model.encode_text(texts), model.encode_image(image)
-    before = process.memory_info().rss
-    for _ in range(200):
-        assert np.array_equal(model.encode_text(texts), first_t)
-        assert np.array_equal(model.encode_image(image), first_i)
-    growth_mb = (process.memory_info().rss - before) / 2**20
-    assert growth_mb < 10, f"RSS grew {growth_mb:.1f} MB over 200 repeated calls"
+
+    def window_growth_mb(calls: int) -> float:
+        before = process.memory_info().rss
+        for _ in range(calls):
+            assert np.array_equal(model.encode_text(texts), first_t)
+            assert np.array_equal(model.encode_image(image), first_i)
+        return (process.memory_info().rss - before) / 2**20
+
+    window_growth_mb(40)  # warm-up: allocator pools and ORT arenas settle
+    # A leak grows every window by the same amount; allocator pools and arenas step up once and
+    # at a moment that depends on what ran before in the process. Two windows tell them apart.
+    growth = [window_growth_mb(150), window_growth_mb(150)]
+    assert min(growth) < 4, f"RSS grew {growth[0]:.1f} MB, then {growth[1]:.1f} MB per 150 repeated calls"
