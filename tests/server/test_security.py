@@ -188,7 +188,7 @@ def test_overload_is_a_429_at_once_with_retry_after(serve: Any, tiny_bundle: Pat
             time.sleep(0.01)
         started = time.monotonic()
         refused = post(base, {"input": ["five"]})
-        assert time.monotonic() - started < 0.5  # answered at once, not after a timeout
+        assert time.monotonic() - started < 5  # answered at once, not after the held batch (30 s) or a timeout
         assert_error(refused, 429, "overloaded")
         assert int(refused.headers["Retry-After"]) >= 1
         release.set()
