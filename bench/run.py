@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
+from edgeclip.machine import machine_tags
 
 from .ceilings import measure_ceilings
 from .report import write_reports
@@ -33,22 +32,10 @@ CASES = {
     ("vision", 2): [{"batch": 1, "reps": 3}, {"batch": 8, "reps": 1}],
     ("vision", 1): [{"batch": 1, "reps": 2}],
 }
-ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-
-
 def machine_tag(bundle: Path) -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
-    return {
-        "cpu": model,
-        "isa": {flag: flag in flags for flag in ISA_FLAGS},
-        "cores": len([line for line in cpuinfo.splitlines() if line.startswith("processor")]),
-        "onnxruntime": ort.__version__,
-        "python": platform.python_version(),
-        "bundle_manifest_sha256": hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
+    """edgeclip bench's machine tags, plus the bundle's manifest checksum and the date."""
+    return {**machine_tags(), "bundle_manifest_sha256": hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def run_worker(config: dict[str, Any]) -> dict[str, Any]:

@@ -10,15 +10,15 @@ Engines: "edgeclip" (a bundle variant through the runtime), "torch" (the PyTorch
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from edgeclip.benchmark.measure import peak_rss_mb, time_calls
 
 PAD_ID, BOS_ID, EOS_ID = 1, 0, 2
 
@@ -31,26 +31,6 @@ def text_inputs(batch: int, tokens: int, vocab: int = 1800) -> dict[str, np.ndar
 
 def pixel_inputs(batch: int, size: int = 512) -> dict[str, np.ndarray]:
     return {"pixel_values": np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)}
-
-
-def peak_rss_mb() -> float:
-    """VmHWM of this process. Not getrusage's ru_maxrss: exec keeps the parent's high-water mark from fork."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # non-Linux fallback
-
-
-def time_calls(call: Callable[[], Any], min_reps: int, budget_s: float) -> list[float]:
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < min_reps or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-        if len(times) >= 50:
-            break
-    return times
 
 
 def make_runner(config: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], Any]:
@@ -103,7 +83,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         reps = case.get("reps", config.get("min_reps", 3))
         if reps > 1:
             runner(feeds)  # warm-up at this shape (skipped for single timed calls of the slowest cases)
-        times = time_calls(lambda: runner(feeds), reps, config.get("budget_s", 10.0) if reps > 1 else 0.0)
+        times = time_calls(lambda: runner(feeds), reps, config.get("budget_s", 10.0) if reps > 1 else 0.0, max_reps=50)
         result["cases"].append({
             **shape,
             "reps": len(times),

@@ -58,6 +58,7 @@ class QuantRecipe:
     rationale: str  # one line: why this recipe looks the way it does
     nodes_to_exclude: tuple[str, ...] = ()  # MatMul node names kept in float (validation found them sensitive)
     int8_embedding_table: bool = False  # store the token-embedding table as int8 with per-row scales
+    reduce_range: bool = True  # 7-bit weights: what AVX2 without VNNI needs to stay accurate
 
 
 RECIPES: dict[str, QuantRecipe] = {
@@ -71,6 +72,12 @@ RECIPES: dict[str, QuantRecipe] = {
         "activation scales per row (token/patch), so an item embeds the same alone or in any batch; "
         "the 250002x1024 token table as int8 with per-row scales (~1 GB -> ~250 MB).",
         int8_embedding_table=True,
+    ),
+    "int8-vnni": QuantRecipe(
+        "int8-vnni", "int8",
+        "As int8 but full-range s8 weights (no reduce_range): exact on CPUs with int8 dot products (AVX-VNNI, "
+        "AVX-512 VNNI, AMX, ARM dotprod), chosen there at load; wrong on AVX2 without VNNI (int16 saturation).",
+        int8_embedding_table=True, reduce_range=False,
     ),
     "int4": QuantRecipe(
         "int4", "int4",
@@ -141,7 +148,7 @@ def _quantized(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> onnx.Mod
         with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quant-") as scratch:
             tmp = Path(scratch) / "q.onnx"
             quantize_dynamic(
-                str(fp32_path), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True,
+                str(fp32_path), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=recipe.reduce_range,
                 weight_type=QuantType.QInt8, nodes_to_exclude=list(recipe.nodes_to_exclude),
                 use_external_data_format=True,
             )

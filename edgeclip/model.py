@@ -17,6 +17,7 @@ from .errors import BundleError, InputError
 from .fetch import FetchPolicy, image_reference, is_data_uri, is_url
 from .postprocess import check_precision, check_truncate_dim, to_precision, truncate_and_normalize
 from .preprocess import DEFAULT_MAX_PIXELS, check_preprocessing, open_image, preprocess_image
+from .machine import DOT_PRODUCT_CLASSES, cpu_class
 from .session import TowerSession, check_providers, check_threads
 from .tokenizer import TextTokenizer, TokenizedText
 
@@ -25,7 +26,10 @@ TOWER_INPUTS: dict[Tower, tuple[str, ...]] = {"text": ("input_ids", "attention_m
 # Variant picked when the caller names none: the first the bundle has, by the first provider's kind.
 GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
                            "CoreMLExecutionProvider", "DmlExecutionProvider"})
-CPU_VARIANT_ORDER: tuple[str, ...] = ("int8", "fp32", "int4", "fp16")
+# int8-vnni (full-range s8 weights) is exact only where the CPU has a dot-product instruction; the
+# 7-bit int8 graph is the one that AVX2 without VNNI computes accurately (see machine.py).
+CPU_VARIANT_ORDER: tuple[str, ...] = ("int8", "int8-vnni", "fp32", "int4", "fp16")
+DOT_PRODUCT_CPU_VARIANT_ORDER: tuple[str, ...] = ("int8-vnni", "int8", "fp32", "int4", "fp16")
 GPU_VARIANT_ORDER: tuple[str, ...] = ("fp16", "fp32", "int8", "int4")
 
 
@@ -67,11 +71,16 @@ class EdgeClip:
         return self.providers[0] in GPU_PROVIDERS
 
     def variant_name(self, tower: Tower) -> str:
-        """The requested variant, else int8 on CPU and fp16 on GPU providers (falling back in that order)."""
+        """The requested variant, else the best the bundle has for this machine: fp16 on GPU providers;
+        on CPUs int8-vnni where the CPU has int8 dot products (VNNI, AMX, ARM dotprod), int8 elsewhere."""
         variants = self.bundle.tower(tower).variants
         if self._variant is not None:
             return self._variant  # Bundle.variant raises, listing the available ones, if it is absent
-        for name in GPU_VARIANT_ORDER if self.on_gpu else CPU_VARIANT_ORDER:
+        if self.on_gpu:
+            order = GPU_VARIANT_ORDER
+        else:
+            order = DOT_PRODUCT_CPU_VARIANT_ORDER if cpu_class() in DOT_PRODUCT_CLASSES else CPU_VARIANT_ORDER
+        for name in order:
             if name in variants:
                 return name
         return sorted(variants)[0]
@@ -401,7 +410,9 @@ def load(
 
     Args:
         bundle_dir: directory with manifest.json (made by `python -m converters build`).
-        variant: e.g. "fp32" or "int8"; None picks int8 on CPU and fp16 on GPU providers (else fp32).
+        variant: e.g. "fp32" or "int8"; None picks the best the bundle has here: on CPUs int8-vnni where
+            the CPU has int8 dot products (AVX-VNNI, AVX-512 VNNI, AMX, ARM dotprod), else int8; fp16 on
+            GPU providers; fp32 otherwise. EDGECLIP_CPU_CLASS overrides the CPU detection.
             A name no tower has raises BundleError here, listing the available ones.
         threads: ONNX Runtime intra-op threads, a positive int (None: one per physical core).
         providers: ONNX Runtime execution providers, checked against the installed ones;

@@ -24,24 +24,24 @@ from converters.validate import LOSSY_MIN_COSINE  # noqa: E402
 @pytest.fixture(scope="module")
 def variant_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("variants") / "bundle"
-    build_bundle(str(tiny_checkpoint), out, BuildOptions(variants=("int8", "int4", "fp16")))
+    build_bundle(str(tiny_checkpoint), out, BuildOptions(variants=("int8", "int8-vnni", "int4", "fp16")))
     return out
 
 
 def test_every_recipe_has_a_rationale() -> None:
-    assert set(RECIPES) == {"fp16", "int8", "int4"}
-    assert all(len(r.rationale) > 20 and r.precision == name for name, r in RECIPES.items())
+    assert set(RECIPES) == {"fp16", "int8", "int8-vnni", "int4"}
+    assert all(len(r.rationale) > 20 and name.startswith(r.precision) for name, r in RECIPES.items())
 
 
 def test_variants_are_built_validated_and_described(variant_bundle: Path) -> None:
     bundle = edgeclip.Bundle.open(variant_bundle)
     for tower in ("text", "vision"):
         variants = bundle.tower(tower).variants
-        assert set(variants) == {"fp32", "int8", "int4", "fp16"}
+        assert set(variants) == {"fp32", "int8", "int8-vnni", "int4", "fp16"}
         for name, variant in variants.items():
-            assert variant.precision == name and variant.graph == f"{tower}.{name}.onnx"
+            assert variant.precision == name.split("-")[0] and variant.graph == f"{tower}.{name}.onnx"
             figures = variant.validation["reference"]
-            floor = 0.99999 if name == "fp32" else LOSSY_MIN_COSINE[name]
+            floor = 0.99999 if name == "fp32" else LOSSY_MIN_COSINE[variant.precision]
             assert figures and all(case["min_cosine"] >= floor for case in figures.values())
     sizes = {n: sum(f.size for f in v.files) for n, v in bundle.tower("text").variants.items()}
     assert sizes["int4"] < sizes["int8"] < sizes["fp16"] < sizes["fp32"]
@@ -69,7 +69,39 @@ def test_int8_token_table_is_within_half_a_step() -> None:
     assert np.abs(out - table[ids]).max() > 0  # it really is quantized
 
 
-def test_runtime_picks_int8_on_cpu_and_warns_about_fp16(variant_bundle: Path) -> None:
+def _weight_range(graph: Path) -> int:
+    """The largest |value| over the graph's int8 MatMul weights (not the token table)."""
+    model = onnx.load(str(graph))
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer
+               if t.data_type == TensorProto.INT8 and len(t.dims) == 2 and t.dims[0] < 1000]
+    return max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+
+
+def test_int8_vnni_keeps_full_range_weights_and_int8_seven_bits(variant_bundle: Path) -> None:
+    assert _weight_range(variant_bundle / "text.int8.onnx") <= 64  # reduce_range: 7-bit, safe from int16 saturation
+    assert _weight_range(variant_bundle / "text.int8-vnni.onnx") == 127
+
+
+@pytest.mark.parametrize(("cpu", "expected"), [("avx2", "int8"), ("avx512", "int8"), ("x86", "int8"), ("arm", "int8"),
+                                               ("avx512-vnni", "int8-vnni"), ("avx-vnni", "int8-vnni"),
+                                               ("amx", "int8-vnni"), ("arm-dotprod", "int8-vnni")])
+def test_runtime_picks_the_int8_graph_for_the_cpu_class(variant_bundle: Path, tiny_bundle: Path, cpu: str, expected: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGECLIP_CPU_CLASS", cpu)
+    model = edgeclip.load(variant_bundle)
+    assert model.variant_name("text") == expected and model.variant_name("vision") == expected
+    assert edgeclip.load(tiny_bundle).variant_name("text") == "fp32"  # a bundle with neither int8 graph: fp32
+    assert edgeclip.load(variant_bundle, variant="int8").variant_name("text") == "int8"  # asked for: kept
+
+
+def test_an_unknown_cpu_class_override_is_refused(variant_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGECLIP_CPU_CLASS", "pentium")
+    with pytest.raises(edgeclip.EdgeClipError, match="EDGECLIP_CPU_CLASS='pentium' is not one of amx"):
+        edgeclip.load(variant_bundle).variant_name("text")
+
+
+def test_runtime_picks_int8_on_cpu_and_warns_about_fp16(variant_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGECLIP_CPU_CLASS", "avx2")
     model = edgeclip.load(variant_bundle)
     assert model.variant_name("text") == "int8" and model.variant_name("vision") == "int8"
     fp32 = edgeclip.load(variant_bundle, variant="fp32").encode_text(["a red bicycle", "un vélo rouge"])
@@ -82,7 +114,7 @@ def test_runtime_picks_int8_on_cpu_and_warns_about_fp16(variant_bundle: Path) ->
 
 
 def test_unknown_variant_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConverterError, match="unknown variant.*int3.*choose from fp32, fp16, int8, int4"):
+    with pytest.raises(ConverterError, match="unknown variant.*int3.*choose from fp32, fp16, int8, int8-vnni, int4"):
         build_bundle(str(tiny_checkpoint), tmp_path / "b", BuildOptions(variants=("int3",)))
 
 
