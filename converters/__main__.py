@@ -98,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("source", help="checkpoint directory, or a hub id such as jinaai/jina-clip-v2")
     build.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     build.add_argument("--towers", default="text,vision", help="comma-separated: text, vision")
-    build.add_argument("--variants", default="fp32", help="comma-separated: fp32 (always built), int8, int8-vnni (CPUs with VNNI/AMX/ARM dotprod), int4, fp16")
+    build.add_argument("--variants", default="fp32", help="comma-separated: fp32 (always built), int8, int8-vnni (CPUs with VNNI/AMX/ARM dotprod), int4, fp16, fp32-portable (standard ONNX ops, for OpenVINO)")
     build.add_argument("--dims", type=int, help="small-device head: graphs output the L2-normalized first DIMS "
                        "dims (64 or 128 for jina-clip-v2) instead of the full embedding")
     build.add_argument("--revision", help="hub revision (branch, tag or commit) when SOURCE is a hub id")

@@ -22,6 +22,9 @@ from .heads import MatryoshkaHead, check_head_dim
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
 from .errors import ConverterError
 from .quantize import RECIPES, quantize_graph
+
+# The fp32 graph in standard ONNX ops only: what OpenVINO and other ONNX runtimes compute correctly.
+PORTABLE = "fp32-portable"
 from .specs import export_spec
 from .validate import check_figures, raise_on_failures, tolerance, validate_text, validate_vision
 
@@ -61,10 +64,13 @@ class _StagedBundle:
         fp32_files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
         files = {"fp32": fp32_files}
         for name in variants:
-            if name != "fp32":
+            if name == PORTABLE:
+                log.info("%s: exporting the portable fp32 graph (standard ONNX ops)", tower)
+                files[name] = export_tower(model, self.cfg, spec, self.stage / f"{tower}.{name}.onnx", portable=True)
+            elif name != "fp32":
                 log.info("%s: building the %s variant", tower, name)
                 files[name] = quantize_graph(fp32_files[0], RECIPES[name], self.stage / f"{tower}.{name}.onnx")
-        precision = {name: "fp32" if name == "fp32" else RECIPES[name].precision for name in files}
+        precision = {name: RECIPES[name].precision if name in RECIPES else "fp32" for name in files}
         self.variants[tower] = {n: make_variant(self.stage, f, spec, precision[n]) for n, f in files.items()}
         # A provisional manifest lets validation open each graph exactly as users will.
         write_manifest(self.stage, self.manifest())
@@ -90,9 +96,9 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     pre = load_preprocess_config(source.path("preprocessor_config.json"))
     tokenizer = Tokenizer.from_file(str(source.path(TOKENIZER_FILE)))
     check_head_dim(cfg, options.head_dim)
-    unknown = [v for v in options.variants if v != "fp32" and v not in RECIPES]
+    unknown = [v for v in options.variants if v not in ("fp32", PORTABLE) and v not in RECIPES]
     if unknown:
-        raise ConverterError(f"unknown variant(s) {', '.join(unknown)}; choose from fp32, {', '.join(RECIPES)}")
+        raise ConverterError(f"unknown variant(s) {', '.join(unknown)}; choose from fp32, {PORTABLE}, {', '.join(RECIPES)}")
     variants = ("fp32", *(v for v in dict.fromkeys(options.variants) if v != "fp32"))
     with staged_directory(out, overwrite=options.overwrite) as stage:
         staged = _StagedBundle(stage, source, cfg, pre)

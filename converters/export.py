@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 import warnings
@@ -13,7 +14,7 @@ from torch import nn
 
 from .config import ClipConfig
 from .fusion import fuse_attention
-from .reference.attention import PLACEHOLDER_DOMAIN
+from .reference.attention import PLACEHOLDER_DOMAIN, unfused_export
 from .specs import ExportSpec
 
 
@@ -75,14 +76,18 @@ def share_large_constants(model: onnx.ModelProto, min_bytes: int = 1024) -> int:
     return removed
 
 
-def export_tower(model: nn.Module, cfg: ClipConfig, spec: ExportSpec, out_path: Path) -> list[Path]:
-    """Write `out_path` and its `<name>.data` weights. Returns the files written."""
+def export_tower(model: nn.Module, cfg: ClipConfig, spec: ExportSpec, out_path: Path, portable: bool = False) -> list[Path]:
+    """Write `out_path` and its `<name>.data` weights. Returns the files written.
+
+    portable: standard ONNX ops only (attention and RoPE as MatMul/Softmax/Slice...), for runtimes
+    other than ONNX Runtime (OpenVINO); ONNX Runtime itself runs the fused default graph faster.
+    """
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".export-") as scratch:
         raw = Path(scratch) / "raw.onnx"
         # The TorchScript exporter (deprecated, still supported): seconds for the full model where
         # the dynamo exporter takes seconds per layer, and it keeps our op structure as written.
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), unfused_export() if portable else contextlib.nullcontext():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 model,
@@ -99,5 +104,6 @@ def export_tower(model: nn.Module, cfg: ClipConfig, spec: ExportSpec, out_path: 
         proto = onnx.load(str(raw))  # also reads any per-tensor files torch wrote for big models
     proto.producer_name = "edgeclip.converters"
     share_large_constants(proto)
-    fuse_attention(proto)
+    if not portable:
+        fuse_attention(proto)
     return save_graph(proto, out_path)

@@ -18,7 +18,8 @@ from .fetch import FetchPolicy, image_reference, is_data_uri, is_url
 from .postprocess import check_precision, check_truncate_dim, to_precision, truncate_and_normalize
 from .preprocess import DEFAULT_MAX_PIXELS, check_preprocessing, open_image, preprocess_image
 from .machine import DOT_PRODUCT_CLASSES, cpu_class
-from .session import TowerSession, check_providers, check_threads
+from .openvino_session import OPENVINO, PORTABLE_VARIANT
+from .session import TowerSession, check_providers, check_threads, open_session
 from .tokenizer import TextTokenizer, TokenizedText
 
 # What the runtime feeds each tower; the manifest must name the graph inputs this way.
@@ -31,6 +32,9 @@ GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider",
 CPU_VARIANT_ORDER: tuple[str, ...] = ("int8", "int8-vnni", "fp32", "int4", "fp16")
 DOT_PRODUCT_CPU_VARIANT_ORDER: tuple[str, ...] = ("int8-vnni", "int8", "fp32", "int4", "fp16")
 GPU_VARIANT_ORDER: tuple[str, ...] = ("fp16", "fp32", "int8", "int4")
+# Padded tokens per text session call. Past a few hundred rows the GEMMs are already efficient, so
+# more rows only add padding and attention work: bench.text_batching measured it (see the README).
+TEXT_TOKENS_PER_BATCH = 2048
 
 
 class EdgeClip:
@@ -76,6 +80,8 @@ class EdgeClip:
         variants = self.bundle.tower(tower).variants
         if self._variant is not None:
             return self._variant  # Bundle.variant raises, listing the available ones, if it is absent
+        if self.providers == [OPENVINO]:
+            return PORTABLE_VARIANT  # the only graph OpenVINO computes correctly; OpenVinoSession says how to build it
         if self.on_gpu:
             order = GPU_VARIANT_ORDER
         else:
@@ -87,7 +93,7 @@ class EdgeClip:
 
     def providers_in_use(self, tower: Tower) -> list[str]:
         """The providers onnxruntime really assigned to the tower's session (it can fall back to the CPU)."""
-        return list(self._session(tower).session.get_providers())
+        return self._session(tower).providers_in_use()
 
     def _warn_if_unfit(self, variant: Variant) -> None:
         gate = variant.validation.get("gate")
@@ -104,7 +110,7 @@ class EdgeClip:
     def _session(self, tower: Tower) -> TowerSession:
         with self._lock:
             if tower not in self._sessions:
-                session = TowerSession(self.bundle, tower, self.variant_name(tower), self.threads, self.providers,
+                session = open_session(self.bundle, tower, self.variant_name(tower), self.threads, self.providers,
                                        self.low_memory)
                 names = tuple(spec.name for spec in session.variant.inputs)
                 if names != TOWER_INPUTS[tower]:
@@ -162,13 +168,12 @@ class EdgeClip:
 
     def run_tokens(self, rows: Sequence[Sequence[int]], batch_size: int = 32) -> FloatArray:
         """Token id rows -> the text graph's raw (N, D) output rows in input order (not yet truncated or
-        normalized); batches are length-sorted, so similar lengths share a batch: less padding."""
+        normalized). Batches are cut from length-sorted rows (similar lengths share a batch: less
+        padding) and hold at most `batch_size` rows and TEXT_TOKENS_PER_BATCH padded tokens."""
         tokenizer = self._text_tokenizer()
         session = self._session("text")
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         embeddings = np.empty((len(rows), session.variant.output_dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in token_budget_batches([len(row) for row in rows], batch_size, TEXT_TOKENS_PER_BATCH):
             batch = tokenizer.pad([rows[i] for i in chunk])
             outputs = session.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
             embeddings[chunk] = outputs[session.variant.outputs[0].name]
@@ -390,6 +395,22 @@ def _as_texts(value: Any) -> list[str]:
             raise InputError(f"text {index} is not valid Unicode ({exc.reason} at position {exc.start}); "
                              "clean it first, e.g. text.encode('utf-8', 'replace').decode('utf-8')") from exc
     return items
+
+
+def token_budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length: sorted by length, a batch is cut when it holds
+    `batch_size` rows or one more row would pad it past `max_tokens` (a longer row goes alone)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        # sorted ascending: row i is the longest so far, so the padded size is lengths[i] x rows
+        if current and (len(current) == batch_size or lengths[i] * (len(current) + 1) > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _check_batch_size(batch_size: int) -> None:

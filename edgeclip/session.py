@@ -69,15 +69,26 @@ def check_external_data(bundle: Bundle, variant: Variant, graph: Path) -> None:
 
 
 def check_providers(requested: Sequence[str] | None) -> list[str]:
-    """The providers to use, CPU by default; unknown or unavailable ones raise with the available list."""
+    """The providers to use, CPU by default; unknown or unavailable ones raise with the available list.
+
+    "OpenVINO" (alone) is edgeclip's OpenVINO path (openvino_session.py), not an ORT provider."""
+    from .openvino_session import OPENVINO, openvino_available
+
     available = ort.get_available_providers()
     if not requested:
         return ["CPUExecutionProvider"]
+    if OPENVINO in requested:
+        if len(requested) > 1:
+            raise BundleError(f"{OPENVINO} stands alone: it is a runtime of its own, not an onnxruntime provider to fall back from")
+        if not openvino_available():
+            raise BundleError(f"{OPENVINO} needs the openvino package: pip install 'edgeclip[openvino]'")
+        return [OPENVINO]
     missing = [p for p in requested if p not in available]
     if missing:
         raise BundleError(
             f"execution provider(s) {', '.join(missing)} not available in this onnxruntime; "
-            f"available: {', '.join(available)} (GPU providers need the onnxruntime-gpu package)"
+            f"available: {', '.join(available)}, or {OPENVINO} with the openvino package "
+            "(GPU providers need the onnxruntime-gpu package)"
         )
     return list(requested)
 
@@ -162,6 +173,10 @@ class TowerSession:
                     f"the manifest says {manifest_side}; the bundle is inconsistent, rebuild it"
                 )
 
+    def providers_in_use(self) -> list[str]:
+        """The providers onnxruntime really assigned (it can fall back to the CPU)."""
+        return list(self.session.get_providers())
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Feeds are cast to the dtypes the graph declares; outputs are returned by name."""
         expected = {spec.name: spec.dtype for spec in self.variant.inputs}
@@ -171,3 +186,13 @@ class TowerSession:
         names = [spec.name for spec in self.variant.outputs]
         large = self._release is not None and sum(array.size for array in cast.values()) > RELEASE_ABOVE_ELEMENTS
         return dict(zip(names, self.session.run(names, cast, self._release if large else None)))
+
+
+def open_session(bundle: Bundle, tower: Tower, variant_name: str, threads: int | None = None,
+                 providers: Sequence[str] | None = None, low_memory: bool = True) -> TowerSession:
+    """A TowerSession, or an OpenVinoSession (same interface) for providers=["OpenVINO"]."""
+    from .openvino_session import OPENVINO, OpenVinoSession
+
+    if providers and OPENVINO in providers:
+        return OpenVinoSession(bundle, tower, variant_name, threads)  # type: ignore[return-value]
+    return TowerSession(bundle, tower, variant_name, threads, providers, low_memory)

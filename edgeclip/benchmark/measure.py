@@ -67,11 +67,11 @@ def pixel_feeds(batch: int, size: int) -> dict[str, np.ndarray]:
 def measure_session(job: dict[str, Any]) -> dict[str, Any]:
     """One tower variant on one provider at every shape of `job`; run in its own process (see run_session)."""
     from ..bundle import Bundle
-    from ..session import TowerSession
+    from ..session import open_session
 
     started = time.perf_counter()
     bundle = Bundle.open(job["bundle"])
-    session = TowerSession(bundle, job["tower"], job["variant"], threads=job["threads"], providers=[job["provider"]])
+    session = open_session(bundle, job["tower"], job["variant"], threads=job["threads"], providers=[job["provider"]])
     loaded = time.perf_counter()
     if job["tower"] == "text":
         from tokenizers import Tokenizer
@@ -91,7 +91,7 @@ def measure_session(job: dict[str, Any]) -> dict[str, Any]:
         rows.append({"tower": job["tower"], "variant": job["variant"], "provider": job["provider"], **shape,
                      **summarize(times, shape["batch"])})
     info = {"tower": job["tower"], "variant": job["variant"], "provider": job["provider"],
-            "providers_in_use": list(session.session.get_providers()), "load_s": loaded - started,
+            "providers_in_use": session.providers_in_use(), "load_s": loaded - started,
             "first_call_s": first_call_s, "peak_rss_mb": peak_rss_mb()}
     return {"session": info, "rows": rows}
 

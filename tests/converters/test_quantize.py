@@ -114,7 +114,7 @@ def test_runtime_picks_int8_on_cpu_and_warns_about_fp16(variant_bundle: Path, mo
 
 
 def test_unknown_variant_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConverterError, match="unknown variant.*int3.*choose from fp32, fp16, int8, int8-vnni, int4"):
+    with pytest.raises(ConverterError, match="unknown variant.*int3.*choose from fp32, fp32-portable, fp16, int8, int8-vnni, int4"):
         build_bundle(str(tiny_checkpoint), tmp_path / "b", BuildOptions(variants=("int3",)))
 
 

@@ -221,3 +221,17 @@ def test_a_literal_pad_token_is_masked_like_upstream(model: edgeclip.EdgeClip, t
         expected = _unit(reference(torch.tensor([ids])).numpy())
     for rows in (model.encode_text([text]), model.encode_text([text, "a much longer neighbour text " * 3])[:1]):
         assert np.abs(rows - expected).max() <= 1e-4
+
+
+def test_token_budget_batches_cap_rows_and_padded_tokens() -> None:
+    from edgeclip.model import token_budget_batches
+
+    lengths = np.random.default_rng(3).integers(2, 700, 300).tolist() + [5000]  # one row longer than the budget
+    batches = token_budget_batches(lengths, 32, 2048)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every row once
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths)  # cut from length-sorted rows
+    for batch in batches:
+        padded = max(lengths[i] for i in batch) * len(batch)
+        assert len(batch) <= 32 and (padded <= 2048 or len(batch) == 1)
+    assert [5000] in [[lengths[i] for i in b] for b in batches]  # the long row alone
+    assert len(token_budget_batches([16] * 100, 32, 2048)) == 4  # short queries: full batches of 32

@@ -1,0 +1,74 @@
+"""The OpenVINO path: a tower's fp32-portable graph (standard ONNX ops) compiled by OpenVINO's CPU runtime.
+
+Selected with providers=["OpenVINO"] (`--providers OpenVINO`); needs the `openvino` extra. The fused
+graphs carry com.microsoft ops that OpenVINO translates wrongly (measured: text cosine 0.69-0.72,
+NaN in bf16), so only the portable variant runs here. OpenVINO picks its own inference precision:
+bf16 on AMX CPUs, f32 elsewhere; EDGECLIP_OPENVINO_PRECISION (f32 | bf16 | f16) overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+
+from .bundle import Bundle, Tower, Variant
+from .errors import BundleError
+
+OPENVINO = "OpenVINO"
+PORTABLE_VARIANT = "fp32-portable"
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OpenVinoSession:
+    """Same interface as session.TowerSession: `variant`, `run(feeds) -> {name: array}`, `providers_in_use()`."""
+
+    def __init__(self, bundle: Bundle, tower: Tower, variant_name: str, threads: int | None = None) -> None:
+        import openvino as ov
+
+        from .session import check_external_data
+
+        if variant_name != PORTABLE_VARIANT:
+            raise BundleError(f"OpenVINO runs only the {PORTABLE_VARIANT} variant (standard ONNX ops), not "
+                              f"{variant_name!r}: the others hold ONNX Runtime's own ops, which OpenVINO computes wrongly")
+        self.tower = tower
+        if variant_name not in bundle.tower(tower).variants:
+            raise BundleError(f"this bundle has no {variant_name} {tower} graph for OpenVINO; rebuild it with "
+                              f"`python -m converters build ... --variants {PORTABLE_VARIANT},...`")
+        self.variant: Variant = bundle.variant(tower, variant_name)
+        bundle.check_files(self.variant.files)
+        graph = bundle.path(self.variant.graph)
+        check_external_data(bundle, self.variant, graph)
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        precision = os.environ.get("EDGECLIP_OPENVINO_PRECISION")
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(graph)), "CPU", config)
+        self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: calls take turns, as ORT's session.run calls would share cores
+
+    def providers_in_use(self) -> list[str]:
+        return [f"{OPENVINO} (CPU, {self.inference_precision})"]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        expected = {spec.name: spec.dtype for spec in self.variant.inputs}
+        if set(feeds) != set(expected):
+            raise ValueError(f"{self.tower} graph takes inputs {sorted(expected)}, got {sorted(feeds)}")
+        cast = {name: np.ascontiguousarray(array, dtype=expected[name]) for name, array in feeds.items()}
+        with self._lock:
+            results = self._request.infer(cast)
+            outputs = {spec.name: np.array(results[self.compiled.output(spec.name)]) for spec in self.variant.outputs}
+        return outputs
