@@ -60,7 +60,7 @@ def _validate(args: argparse.Namespace) -> int:
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None
     overrides = {name: getattr(args, f"min_{name}") for name in THRESHOLD_NAMES}
     try:
-        results = run_gate(args.bundle, args.device, variants, overrides, args.threads)
+        results = run_gate(args.bundle, args.device, variants, overrides, args.threads, args.reference, args.checkpoint)
         failed = None
     except GateFailed as exc:
         results, failed = exc.results, exc
@@ -110,7 +110,13 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("bundle", type=Path, help="bundle directory (built with --variants)")
     validate.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                           help="where the fp32 reference runs: cuda needs onnxruntime-gpu; auto uses it when present")
-    validate.add_argument("--variants", help="comma-separated variants to gate (default: every non-fp32 one)")
+    validate.add_argument("--variants", help="comma-separated variants to gate (default: every non-fp32 one; "
+                                             "with --reference torch, fp32 too)")
+    validate.add_argument("--reference", choices=("onnx", "torch"), default="onnx",
+                          help="full-precision side: the bundle's fp32 graph (onnx), or the PyTorch reference (torch; on "
+                               "CUDA when torch has it, for machines whose onnxruntime has no CUDA provider)")
+    validate.add_argument("--checkpoint", help="with --reference torch: the checkpoint the bundle was built from "
+                                               "(default: the manifest's source, downloaded from the hub)")
     validate.add_argument("--threads", type=int, help="onnxruntime threads")
     for name, meaning in (("cosine_mean", "mean per-item cosine to fp32"), ("cosine_p1", "worst-1 %% cosine to fp32"),
                           ("top1", "top-1 retrieval agreement"), ("top5", "top-5 retrieval agreement")):

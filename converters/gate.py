@@ -168,25 +168,38 @@ def _towers(manifest: Manifest) -> tuple[str, ...]:
 
 
 def run_gate(bundle_dir: Path, device: str = "auto", variants: tuple[str, ...] | None = None,
-             overrides: dict[str, float | None] | None = None, threads: int | None = None) -> dict[str, dict[str, Any]]:
+             overrides: dict[str, float | None] | None = None, threads: int | None = None, reference: str = "onnx",
+             checkpoint: str | None = None) -> dict[str, dict[str, Any]]:
     """Measure every (or the named) non-fp32 variant, store the figures in the manifest, raise GateFailed on failure.
+
+    reference: "onnx" (the bundle's fp32 graph, on CUDA when onnxruntime-gpu is present) or "torch"
+    (the PyTorch reference from `checkpoint`, default the manifest's source, on CUDA when torch has it).
 
     Returns {"tower/variant": figures}. The manifest is rewritten atomically, failures included,
     so `edgeclip info` shows what was measured either way.
     """
     bundle = Bundle.open(bundle_dir)
     towers = _towers(bundle.manifest)
-    available = sorted(set.union(*(set(bundle.tower(t).variants) for t in towers)) - {"fp32"})  # type: ignore[arg-type]
-    names = list(variants) if variants else available
+    every = sorted(set.union(*(set(bundle.tower(t).variants) for t in towers)))  # type: ignore[arg-type]
+    available = [v for v in every if v != "fp32" or reference == "torch"]
+    names = list(variants) if variants else available  # with an outside (torch) reference, fp32 is gated too
     missing = [n for n in names if n not in available]
     if missing or not names:
         raise ConverterError(f"nothing to gate: variant(s) {missing or names} not in the bundle (it has fp32"
                              f"{', ' + ', '.join(available) if available else ' only'}); build some with --variants")
+    if reference not in ("onnx", "torch"):
+        raise ConverterError(f"--reference {reference!r}: choose onnx or torch")
     providers, where = reference_providers(device)
-    log.info("reference: fp32 on %s", where)
     groups = np.array([t.group for t in validation_texts()])
-    ref, used = embed_validation_set(bundle, "fp32", towers, providers, threads)
-    if device != "cpu" and providers[0] == "CUDAExecutionProvider" and used != ["CUDAExecutionProvider"]:
+    if reference == "torch":
+        from .torch_reference import embed_with_torch
+
+        ref, where = embed_with_torch(bundle, towers, checkpoint, device)
+        used = providers = ["CPUExecutionProvider"]  # fp16 variants then run on the CPU (with its warning kept quiet)
+    else:
+        log.info("reference: fp32 on %s", where)
+        ref, used = embed_validation_set(bundle, "fp32", towers, providers, threads)
+    if reference == "onnx" and device != "cpu" and providers[0] == "CUDAExecutionProvider" and used != ["CUDAExecutionProvider"]:
         where = f"CPU (CUDAExecutionProvider is installed but did not take the graph: {used})"
         log.warning("reference fell back to %s", where)
     results: dict[str, dict[str, Any]] = {}

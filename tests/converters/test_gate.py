@@ -149,3 +149,23 @@ def test_gate_needs_variants_and_a_real_cuda(tiny_bundle: Path, gated_bundle: Pa
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(ConverterError, match="--device cuda: this onnxruntime has no CUDAExecutionProvider"):
             run_gate(gated_bundle, device="cuda")
+
+
+def test_the_pytorch_reference_can_be_the_full_precision_side(gated_bundle: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(gated_bundle, copy)
+    results = run_gate(copy, "auto", ("fp32", "int8"), reference="torch", checkpoint=str(tiny_checkpoint))
+    for tower in ("text", "vision"):
+        assert results[f"{tower}/fp32"]["cosine_p1"] > 0.99999  # the fp32 graph is the PyTorch function
+        assert results[f"{tower}/fp32"]["reference_device"].startswith("PyTorch ")
+        assert results[f"{tower}/int8"]["cosine_mean"] > 0.99
+    assert Bundle.open(copy).variant("text", "fp32").validation["gate"]["passed"] is True
+
+
+def test_the_pytorch_reference_refuses_a_checkpoint_the_bundle_was_not_built_from(gated_bundle: Path, tmp_path: Path,
+                                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from converters.make_checkpoint import make_checkpoint
+
+    other = make_checkpoint(tmp_path / "other", size="tiny", seed=1)
+    assert converters_main(["validate", str(gated_bundle), "--reference", "torch", "--checkpoint", str(other)]) == 2
+    assert "is not the file this bundle was built from" in capsys.readouterr().err
