@@ -61,6 +61,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     out.add_argument("--out", required=True, help="FILE.jsonl, FILE.npy (ids in FILE.ids.jsonl), FILE.parquet, or - (JSONL on stdout)")
     out.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming an existing --out")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: embed on Ray Data (the ray extra) into parquet shards under --out DIR/ (resumable)")
+    engine.add_argument("--ray-address", help="with --engine ray: a running cluster (e.g. auto, ray://host:10001); default: a local Ray")
+    engine.add_argument("--workers", type=positive, default=1, help="with --engine ray: actors, one bundle copy each (default 1)")
+    engine.add_argument("--cpus-per-worker", type=positive, default=1,
+                        help="with --engine ray: CPUs per actor, also its onnxruntime threads (default 1)")
+    engine.add_argument("--shard-rows", type=positive, default=256, help="with --engine ray: inputs per parquet shard (default 256)")
     p.set_defaults(run=run)
 
 
@@ -131,7 +139,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("nothing to embed: give --text, --text-file, --jsonl, --image or --image-dir")
     if _stdin_users(args) > 1:
         raise InputError("only one of --text-file - and --jsonl - can read stdin")
-    check_output_path(args.out)  # before the model loads: a bad --out costs nothing
+    if args.engine == "ray":
+        if args.out == "-" or Path(args.out).suffix in (".jsonl", ".npy"):
+            raise InputError("--engine ray writes a folder of parquet shards: give --out DIR/")
+        if args.device or args.providers:
+            raise InputError("--engine ray runs onnxruntime's CPU provider on every actor; drop --device/--providers")
+    else:
+        check_output_path(args.out)  # before the model loads: a bad --out costs nothing
     report = ScanReport()
     passes = _item_sources(args, report)
     model = load(args.bundle, variant=args.variant, threads=args.threads, providers=_providers(args),
@@ -160,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"nothing to embed: the inputs hold no texts or images{' (' + found + ')' if found else ''}")
     settings = _settings(model, args, towers, options)
     model.open_towers(sorted(towers))  # type: ignore[arg-type]  # a missing tower or damaged graph fails now
+    if args.engine == "ray":
+        return _run_on_ray(args, passes(), settings, report, counted.get("total"))
     sink = open_sink(args.out, settings, overwrite=args.overwrite)
     bar = progress_bar(count()[0] if can_count else None, args.quiet)
     try:
@@ -167,15 +183,32 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         sink.close()
-    return _report(summary, sink, args, report, counted.get("total"))
+    return _report(summary, sink.unique_rows, args, report, counted.get("total"))
 
 
-def _report(summary: JobSummary, sink: Sink, args: argparse.Namespace, scan: ScanReport, total: int | None) -> int:
+def _run_on_ray(args: argparse.Namespace, items: Iterator[Any], settings: OutputSettings, scan: ScanReport,
+                total: int | None) -> int:
+    from ..distributed import EmbedConfig, read_shards, run_shards
+
+    if args.fetch_urls:
+        raise InputError("--engine ray does not fetch URLs (workers would each need the allow-list); fetch them first")
+    config = EmbedConfig(str(args.bundle.resolve()), threads=args.cpus_per_worker, variant=args.variant, dim=args.dim,
+                         precision=args.precision, task=args.task, max_length=args.max_length,
+                         exif_transpose=not args.no_exif, text_batch=args.batch_size or 32, image_batch=args.batch_size or 4)
+    out = Path(args.out)
+    # In the main thread (Ray installs its own signal handlers): Ctrl-C ends the job with exit 130, and
+    # every shard already written stays for the rerun.
+    summary = run_shards(items, out, config, settings, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                         shard_rows=args.shard_rows, address=args.ray_address, overwrite=args.overwrite)
+    return _report(summary, len(read_shards(out)), args, scan, total)
+
+
+def _report(summary: JobSummary, unique_rows: int, args: argparse.Namespace, scan: ScanReport, total: int | None) -> int:
     say = lambda line: print(line, file=sys.stderr)  # noqa: E731
     where = "stdout" if args.out == "-" else args.out
     rate = summary.embedded / summary.seconds if summary.seconds else 0.0
     say(f"embedded {summary.texts} texts and {summary.images} images in {summary.seconds:.1f} s ({rate:.1f}/s) -> {where}"
-        + (f" ({sink.unique_rows} rows in all)" if args.out != "-" else ""))
+        + (f" ({unique_rows} rows in all)" if args.out != "-" else ""))
     if summary.skipped:
         say(f"skipped {summary.skipped} already in {where} (unchanged since they were embedded)")
     if summary.changed:

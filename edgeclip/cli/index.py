@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import InputError
 from .common import positive, progress_bar, run_interruptibly
 
 
@@ -14,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                        description="Incremental: a rerun adds new files, re-embeds changed ones and drops deleted ones. "
                                    "Ctrl-C stops after the batch in progress; a rerun completes the job.")
     p.add_argument("db", type=Path, help="the index file (SQLite), created when missing")
-    p.add_argument("sources", nargs="+", help="image folders, image files, .txt/.md documents, .jsonl records")
+    p.add_argument("sources", nargs="*", help="image folders, image files, .txt/.md documents, .jsonl records")
+    p.add_argument("--from-parquet", type=Path, metavar="PATH",
+                   help="load embeddings computed elsewhere (edgeclip embed .parquet, or an --engine ray output folder)")
     p.add_argument("--bundle", type=Path, required=True, help="bundle directory (the one the index was built with)")
     p.add_argument("--dim", type=int, help="Matryoshka dim of the stored vectors (default: the full width)")
     p.add_argument("--precision", choices=("float16", "int8", "binary"), default=None,
@@ -29,9 +32,18 @@ def run(args: argparse.Namespace) -> int:
     from .. import load
     from ..index import Index
 
+    if bool(args.sources) == bool(args.from_parquet):
+        raise InputError("give SOURCE folders/files to embed, or --from-parquet PATH to load embeddings (one of them)")
     model = load(args.bundle, threads=args.threads)
     with Index(args.db, model, dim=args.dim, precision=args.precision or "float16",
                bundle_path=args.bundle) as index:
+        if args.from_parquet:
+            loaded = index.add_parquet(args.from_parquet)
+            stats = index.stats()
+            print(f"{args.db}: {loaded.added} added, {loaded.changed} changed, {loaded.unchanged} unchanged from "
+                  f"{args.from_parquet}; {stats['items']} items ({stats['images']} images, {stats['texts']} texts)",
+                  file=sys.stderr)
+            return 0
         bar = progress_bar(None, args.quiet)
         with bar:
             report = run_interruptibly(lambda stop: index.add(args.sources, exclude=args.exclude, stop=stop,

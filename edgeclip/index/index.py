@@ -9,6 +9,7 @@ in any language or by example image.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -170,6 +171,63 @@ class Index:
         if not summary.interrupted:  # only a complete scan knows what is gone
             gone = [i for i, source in self._sources_under(roots) if i not in seen]
             report.removed = self.store.remove(gone)
+        return report
+
+    def add_parquet(self, path: str | os.PathLike[str]) -> IndexReport:
+        """Load embeddings computed elsewhere (`edgeclip embed --out X.parquet`, or `--engine ray --out DIR/`)
+        without embedding anything: the files must come from this index's bundle, with a dim at least the
+        index's (wider rows are cut to it and normalized again, as Matryoshka truncation is) and float rows.
+        Ids already stored with the same fingerprint are kept; others are added or replaced."""
+        from ..jobs.parquet_sink import METADATA_KEY, pyarrow_module
+
+        pa = pyarrow_module()
+        root = Path(os.fspath(path))
+        files = sorted(root.glob("*.parquet")) if root.is_dir() else [root]
+        if not files or not files[0].exists():
+            raise InputError(f"{root}: no .parquet files (give a file or a folder of them)")
+        report = IndexReport()
+        stored = self.store.fingerprints()
+        dim = self.settings.dim
+        for file in files:
+            try:
+                parquet = pa.parquet.ParquetFile(file)
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"{file} is not a readable parquet file ({exc})") from exc
+            raw = (parquet.schema_arrow.metadata or {}).get(METADATA_KEY)
+            if raw is None:
+                raise InputError(f"{file} has no edgeclip metadata: only files written by `edgeclip embed` can be loaded")
+            meta = json.loads(raw)
+            problems = [f"{key} {meta.get(key)!r} (index: {want!r})" for key, want in
+                        (("bundle_sha256", self.settings.bundle_sha256), ("model", self.settings.model)) if meta.get(key) != want]
+            if meta.get("dim", 0) < dim:
+                problems.append(f"dim {meta.get('dim')} (index: {dim}; rows can only be cut to a smaller dim)")
+            if meta.get("precision") not in ("float32", "float16"):
+                problems.append(f"precision {meta.get('precision')!r} (float32 or float16 rows are needed)")
+            if problems:
+                raise InputError(f"{file} cannot go into {self.store.path}: {'; '.join(problems)}. Embed with the "
+                                 "index's bundle (or index into a new file built with the bundle that wrote it)")
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=["id", "kind", "fingerprint", "embedding"])
+                ids, kinds = table.column("id").to_pylist(), table.column("kind").to_pylist()
+                fingerprints = table.column("fingerprint").to_pylist()
+                width = meta["dim"]
+                flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                vectors = flat.reshape(len(ids), width)[:, :dim].astype(np.float32)
+                vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                rows = []
+                for item_id, kind, fingerprint, vector in zip(ids, kinds, fingerprints, vectors):
+                    before = stored.get(item_id)
+                    if before is not None and before[0] == fingerprint:
+                        report.unchanged += 1
+                        continue
+                    if before is None:
+                        report.added += 1
+                    else:
+                        report.changed += 1
+                    rows.append(Row(item_id, kind, item_id, fingerprint, fingerprint, "", vector))
+                    stored[item_id] = (fingerprint, fingerprint)
+                if rows:
+                    self.store.put(rows)
         return report
 
     def _truncate_dim(self) -> int | None:

@@ -28,7 +28,33 @@ SHARD_SECONDS = 30.0  # and at least this often, so a hard kill loses little
 METADATA_KEY = b"edgeclip"
 
 
-def _pyarrow() -> Any:
+def parquet_schema(pa: Any, settings: Any) -> Any:
+    """The .parquet columns and metadata, for local outputs and distributed shards alike."""
+    value = {"float32": pa.float32(), "float16": pa.float16(), "binary": pa.int8(), "ubinary": pa.uint8()}
+    fields = [("id", pa.string()), ("kind", pa.string()), ("dim", pa.int32()), ("fingerprint", pa.string()),
+              ("embedding", pa.list_(value[settings.precision], settings.row_width))]
+    return pa.schema(fields, metadata={METADATA_KEY: json.dumps(settings.to_dict()).encode()})
+
+
+def parquet_table(pa: Any, settings: Any, batches: list[RowBatch]) -> Any:
+    vectors = np.concatenate([b.vectors for b in batches]).astype(settings.dtype, copy=False) if batches else \
+        np.empty((0, settings.row_width), settings.dtype)
+    flat = pa.array(vectors.reshape(-1))
+    ids = [i for b in batches for i in b.ids]
+    columns = [pa.array(ids, pa.string()), pa.array([k for b in batches for k in b.kinds], pa.string()),
+               pa.array(np.full(len(ids), settings.dim, dtype=np.int32)),
+               pa.array([f for b in batches for f in b.fingerprints], pa.string()),
+               pa.FixedSizeListArray.from_arrays(flat, settings.row_width)]
+    return pa.Table.from_arrays(columns, schema=parquet_schema(pa, settings))
+
+
+def parquet_bytes(pa: Any, table: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    pa.parquet.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def pyarrow_module() -> Any:
     try:
         import pyarrow
         import pyarrow.parquet  # noqa: F401 - loads the submodule onto pyarrow
@@ -39,7 +65,7 @@ def _pyarrow() -> Any:
 
 class ParquetSink(FileSink):
     def __init__(self, path: Path, settings: Any, overwrite: bool) -> None:
-        self.pa = _pyarrow()
+        self.pa = pyarrow_module()
         self.parts = path.with_name(f".{path.name}.parts")
         self._pending: list[RowBatch] = []
         self._shards: list[Path] = []
@@ -54,11 +80,7 @@ class ParquetSink(FileSink):
         shutil.rmtree(self.parts, ignore_errors=True)
 
     def schema(self) -> Any:
-        pa = self.pa
-        value = {"float32": pa.float32(), "float16": pa.float16(), "binary": pa.int8(), "ubinary": pa.uint8()}
-        fields = [("id", pa.string()), ("kind", pa.string()), ("dim", pa.int32()), ("fingerprint", pa.string()),
-                  ("embedding", pa.list_(value[self.settings.precision], self.settings.row_width))]
-        return pa.schema(fields, metadata={METADATA_KEY: json.dumps(self.settings.to_dict()).encode()})
+        return parquet_schema(self.pa, self.settings)
 
     def _open_existing(self) -> None:
         sources = ([self.path] if self.path.exists() else []) + sorted(self.parts.glob("part-*.parquet"))
@@ -80,25 +102,12 @@ class ParquetSink(FileSink):
         if sum(len(b.ids) for b in self._pending) >= SHARD_ROWS or time.monotonic() - self._last_shard >= SHARD_SECONDS:
             self._write_shard()
 
-    def _table(self, batches: list[RowBatch]) -> Any:
-        pa = self.pa
-        vectors = np.concatenate([b.vectors for b in batches]).astype(self.settings.dtype, copy=False)
-        flat = pa.array(vectors.reshape(-1))
-        ids = [i for b in batches for i in b.ids]
-        columns = [pa.array(ids, pa.string()), pa.array([k for b in batches for k in b.kinds], pa.string()),
-                   pa.array(np.full(len(ids), self.settings.dim, dtype=np.int32)),
-                   pa.array([f for b in batches for f in b.fingerprints], pa.string()),
-                   pa.FixedSizeListArray.from_arrays(flat, self.settings.row_width)]
-        return pa.Table.from_arrays(columns, schema=self.schema())
-
     def _write_shard(self) -> None:
         if not self._pending:
             return
         self.parts.mkdir(exist_ok=True)
         shard = self.parts / f"part-{len(self._shards):06d}.parquet"
-        sink = self.pa.BufferOutputStream()
-        self.pa.parquet.write_table(self._table(self._pending), sink)
-        atomic_write_bytes(shard, sink.getvalue().to_pybytes())
+        atomic_write_bytes(shard, parquet_bytes(self.pa, parquet_table(self.pa, self.settings, self._pending)))
         self._shards.append(shard)
         self._pending = []
         self._last_shard = time.monotonic()

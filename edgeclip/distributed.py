@@ -1,0 +1,312 @@
+"""Past one machine: the same bundle on Ray Data (the `ray` extra: ray[data] and pyarrow).
+
+    import ray, edgeclip.distributed as ed
+    ray.init()                                                       # or ray.init("auto") on a cluster
+    ds = ed.embed_images(["a.jpg", "b.png"], "bundle", workers=2, cpus_per_worker=1)
+    ds.write_parquet("out/")                                         # columns: id, kind, dim, fingerprint, embedding, error
+
+Each actor opens the bundle once with intra_op_num_threads = its CPUs and inter_op_num_threads = 1
+(ORT ignores Ray's OMP_NUM_THREADS: left alone, every actor would spawn a pool as wide as the node)
+and decodes image bytes with edgeclip's own preprocessing (not read_images' resize). Inside an
+actor, a batch goes through the local job pipeline (edgeclip.jobs.run_job), so its rows equal a
+local `edgeclip embed` of the same inputs and a bad input fails only its own row.
+
+`run_shards` is what `edgeclip embed --engine ray` runs: inputs cut into shards, each written by an
+actor as one parquet file (the local .parquet schema and metadata), atomically, so a rerun skips
+the shards already written and an actor killed mid-shard leaves nothing half-written: Ray retries
+the shard elsewhere and the same file is written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .jobs import Failure, Item, JobOptions, JobSummary, OutputSettings, RowBatch, Sink, run_job
+from .jobs.parquet_sink import METADATA_KEY, parquet_bytes, parquet_table, pyarrow_module
+
+RAY_MISSING = "the Ray engine needs Ray Data: pip install 'edgeclip[ray]'"
+SETTINGS_FILE = "_edgeclip.json"  # the output folder's settings: a rerun with other settings is refused
+FAILURES_FILE = "failures.jsonl"
+SHARD_GLOB = "part-*.parquet"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data, not just Ray core
+    except ImportError as exc:
+        raise InputError(RAY_MISSING) from exc
+    return ray
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """What every actor needs to open the bundle and embed exactly as a local job would."""
+
+    bundle: str
+    threads: int = 1  # intra-op threads per actor: its CPUs
+    variant: str | None = None
+    dim: int | None = None
+    precision: str = "float32"
+    task: str | None = None
+    max_length: int | None = None
+    exif_transpose: bool = True
+    text_batch: int = 32
+    image_batch: int = 4
+
+    def job_options(self) -> JobOptions:
+        return JobOptions(task=self.task, truncate_dim=self.dim, precision=self.precision, max_length=self.max_length,
+                          text_batch=self.text_batch, image_batch=self.image_batch, exif_transpose=self.exif_transpose)
+
+
+class _MemorySink(Sink):
+    """Rows of one batch, kept for the actor to return or write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[RowBatch] = []
+
+    def _append(self, batch: RowBatch) -> None:
+        self.batches.append(batch)
+
+
+class Embedder:
+    """A callable class for `Dataset.map_batches`: one bundle session per actor.
+
+    Input columns: `id` (optional: `path`, else the row number, is used), and `text`, `path` or
+    `bytes` (encoded image bytes, e.g. from `ray.data.read_binary_files(..., include_paths=True)`).
+    Output columns: id, kind, dim, fingerprint, embedding (N x width), error ("" for good rows;
+    a bad row keeps a zero embedding and says why).
+    """
+
+    def __init__(self, config: EmbedConfig) -> None:
+        from .model import load
+
+        self.config = config
+        self.model = load(config.bundle, variant=config.variant, threads=config.threads)
+        self.options = config.job_options()
+
+    def embed(self, items: list[Item]) -> tuple[list[RowBatch], list[Failure]]:
+        sink = _MemorySink()
+        summary = run_job(self.model, items, sink, self.options)
+        return sink.batches, summary.failures
+
+    def width(self) -> int:
+        dims = [self.model.output_dim(t) for t in ("text", "vision") if getattr(self.model.manifest, t) is not None]
+        dim = self.config.dim or min(dims)
+        return dim // 8 if self.config.precision in ("binary", "ubinary") else dim
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items = batch_items(batch)
+        rows, failures = self.embed(items)
+        by_id = {i: (b, n) for b in rows for n, i in enumerate(b.ids)}
+        errors = {f.id: f.reason for f in failures}
+        dtype = OutputSettings("", "", {}, 1, self.config.precision, None, 0, True).dtype
+        vectors = np.zeros((len(items), self.width()), dtype=dtype)
+        fingerprints, dims = [], []
+        for n, item in enumerate(items):
+            if item.id in by_id:
+                row_batch, at = by_id[item.id]
+                vectors[n] = row_batch.vectors[at]
+            fingerprints.append(item.fingerprint)
+            dims.append(self.config.dim or self.width() * (8 if self.config.precision in ("binary", "ubinary") else 1))
+        return {"id": np.array([i.id for i in items], dtype=object), "kind": np.array([i.kind for i in items], dtype=object),
+                "dim": np.array(dims, dtype=np.int32), "fingerprint": np.array(fingerprints, dtype=object),
+                "embedding": vectors, "error": np.array([errors.get(i.id, "") for i in items], dtype=object)}
+
+
+def batch_items(batch: dict[str, np.ndarray]) -> list[Item]:
+    """A map_batches batch -> job Items (ids from `id`, else `path`, else the position in the batch)."""
+    from .jobs.sources import content_fingerprint, file_fingerprint
+
+    count = len(next(iter(batch.values())))
+    ids = batch.get("id", batch.get("path"))
+    items = []
+    for n in range(count):
+        item_id = str(ids[n]) if ids is not None else str(n)
+        if "text" in batch:
+            text = str(batch["text"][n])
+            items.append(Item(item_id, "text", text, content_fingerprint(text)))
+        elif "bytes" in batch:
+            data = bytes(batch["bytes"][n])
+            items.append(Item(item_id, "image", data, "sha1:" + hashlib.sha1(data).hexdigest()[:20]))  # type: ignore[arg-type]
+        elif "path" in batch:
+            path = str(batch["path"][n])
+            items.append(Item(item_id, "image", path, file_fingerprint(path)))
+        else:
+            raise InputError(f"a batch needs a text, bytes or path column; it has {', '.join(batch)}")
+    return items
+
+
+def _map(ds: Any, config: EmbedConfig, batch_size: int, workers: int, cpus_per_worker: int) -> Any:
+    return ds.map_batches(Embedder, fn_constructor_args=(dataclasses.replace(config, threads=cpus_per_worker),),
+                          batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker, batch_format="numpy")
+
+
+def embed_images(paths_or_dataset: Sequence[str | os.PathLike[str]] | Any, bundle: str | os.PathLike[str], *,
+                 batch_size: int = 16, workers: int = 1, cpus_per_worker: int = 1, variant: str | None = None,
+                 dim: int | None = None, precision: str = "float32", exif_transpose: bool = True) -> Any:
+    """Image paths (read on the workers: a shared filesystem or object store URIs) or a Dataset with
+    `bytes` (+ `path`/`id`) columns -> a Dataset of id + embedding rows (see Embedder)."""
+    ray = _ray()
+    if isinstance(paths_or_dataset, ray.data.Dataset):
+        ds = paths_or_dataset
+    else:
+        ds = ray.data.read_binary_files([str(p) for p in paths_or_dataset], include_paths=True)
+    config = EmbedConfig(str(bundle), variant=variant, dim=dim, precision=precision, exif_transpose=exif_transpose)
+    return _map(ds, config, batch_size, workers, cpus_per_worker)
+
+
+def embed_texts(texts_or_dataset: Sequence[str] | Sequence[dict[str, str]] | Any, bundle: str | os.PathLike[str], *,
+                batch_size: int = 64, workers: int = 1, cpus_per_worker: int = 1, variant: str | None = None,
+                dim: int | None = None, precision: str = "float32", task: str | None = None,
+                max_length: int | None = None) -> Any:
+    """Texts (strings: ids are their positions; or {"id", "text"} dicts) or a Dataset with `text`
+    (+ `id`) columns -> a Dataset of id + embedding rows (see Embedder)."""
+    ray = _ray()
+    if isinstance(texts_or_dataset, ray.data.Dataset):
+        ds = texts_or_dataset
+    else:
+        rows = [t if isinstance(t, dict) else {"id": str(n), "text": t} for n, t in enumerate(texts_or_dataset)]
+        ds = ray.data.from_items(rows)
+    config = EmbedConfig(str(bundle), variant=variant, dim=dim, precision=precision, task=task, max_length=max_length)
+    return _map(ds, config, batch_size, workers, cpus_per_worker)
+
+
+# ---- `edgeclip embed --engine ray`: resumable parquet shards -------------------------------------------
+
+
+class ShardWriter(Embedder):
+    """Embeds one shard per call and writes it as DIR/part-NNNNNN.parquet, atomically."""
+
+    def __init__(self, config: EmbedConfig, out: str, settings: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.out = Path(out)
+        self.settings = OutputSettings(**{k: v for k, v in settings.items() if k != "edgeclip_output"})
+        self.pa = pyarrow_module()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[override]
+        from ._files import atomic_write_bytes
+
+        rows_written, failures = [], []
+        for shard, encoded in zip(batch["shard"], batch["items"]):
+            items = [Item(**fields) for fields in json.loads(str(encoded))]
+            rows, failed = self.embed(items)
+            table = parquet_table(self.pa, self.settings, rows)
+            atomic_write_bytes(self.out / shard_name(int(shard)), parquet_bytes(self.pa, table))
+            rows_written.append(table.num_rows)
+            failures.append(json.dumps([dataclasses.asdict(f) for f in failed]))
+        return {"shard": np.asarray(batch["shard"]), "rows": np.array(rows_written), "failures": np.array(failures, dtype=object)}
+
+
+def shard_name(number: int) -> str:
+    return f"part-{number:06d}.parquet"
+
+
+def read_shards(out: Path) -> dict[str, tuple[str, Path]]:
+    """id -> (fingerprint, shard file) of every row already written under `out`."""
+    pa = pyarrow_module()
+    done: dict[str, tuple[str, Path]] = {}
+    for shard in sorted(out.glob(SHARD_GLOB)):
+        try:
+            table = pa.parquet.read_table(shard, columns=["id", "fingerprint"])
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{shard} is damaged ({exc}); delete it (its inputs are embedded again) or use --overwrite") from exc
+        for item_id, fingerprint in zip(table.column("id").to_pylist(), table.column("fingerprint").to_pylist()):
+            done[item_id] = (fingerprint, shard)
+    return done
+
+
+def _drop_rows(shard: Path, ids: set[str], settings: OutputSettings) -> None:
+    """Rewrite a shard without the rows of inputs that changed (they are in a newer shard now)."""
+    from ._files import atomic_write_bytes
+
+    pa = pyarrow_module()
+    table = pa.parquet.read_table(shard)
+    keep = pa.array([i not in ids for i in table.column("id").to_pylist()])
+    atomic_write_bytes(shard, parquet_bytes(pa, table.filter(keep).replace_schema_metadata(
+        {METADATA_KEY: json.dumps(settings.to_dict()).encode()})))
+
+
+def check_output_dir(out: Path, settings: OutputSettings, overwrite: bool) -> None:
+    """Create `out`, or check that it holds shards of the same settings; --overwrite empties it first."""
+    from ._files import atomic_write_bytes
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: with --engine ray the output is a folder of parquet shards; give a folder path")
+    out.mkdir(parents=True, exist_ok=True)
+    stored = out / SETTINGS_FILE
+    if overwrite:
+        for old in [*out.glob(SHARD_GLOB), out / FAILURES_FILE, stored]:
+            old.unlink(missing_ok=True)
+    if stored.exists():
+        settings.check_same(json.loads(stored.read_text()), str(out))
+    elif any(out.glob(SHARD_GLOB)):
+        raise InputError(f"{out} holds parquet shards but no {SETTINGS_FILE}: not an edgeclip output; use another --out")
+    atomic_write_bytes(stored, (json.dumps(settings.to_dict(), indent=1) + "\n").encode())
+
+
+def run_shards(items: Iterable[Item], out: Path, config: EmbedConfig, settings: OutputSettings, *, workers: int = 1,
+               cpus_per_worker: int = 1, shard_rows: int = 256, address: str | None = None,
+               overwrite: bool = False) -> JobSummary:
+    """Embed `items` on Ray into parquet shards under `out`; rerunning skips what the shards already hold."""
+    import time
+
+    from ._files import atomic_write_bytes
+    from .jobs.lock import OutputLock
+
+    ray = _ray()
+    started = time.perf_counter()
+    lock = OutputLock(out / SETTINGS_FILE)
+    out.mkdir(parents=True, exist_ok=True)
+    lock.acquire()
+    try:
+        check_output_dir(out, settings, overwrite)
+        done = read_shards(out)
+        summary = JobSummary()
+        todo: list[Item] = []
+        changed: dict[Path, set[str]] = {}
+        for item in items:
+            if item.error is not None:
+                summary.failures.append(Failure(item.id, item.kind, item.error))
+            elif item.id in done and done[item.id][0] == item.fingerprint:
+                summary.skipped += 1
+            else:
+                if item.id in done:
+                    changed.setdefault(done[item.id][1], set()).add(item.id)
+                todo.append(item)
+        first = 1 + max((int(p.stem.split("-")[1]) for p in out.glob(SHARD_GLOB)), default=-1)
+        shards = [{"shard": first + n, "items": json.dumps([dataclasses.asdict(i) for i in todo[s : s + shard_rows]])}
+                  for n, s in enumerate(range(0, len(todo), shard_rows))]
+        if shards:
+            if not ray.is_initialized():
+                ray.init(address=address, include_dashboard=False)
+            ds = ray.data.from_items(shards).map_batches(
+                ShardWriter, fn_constructor_args=(dataclasses.replace(config, threads=cpus_per_worker), str(out), settings.to_dict()),
+                batch_size=1, concurrency=workers, num_cpus=cpus_per_worker, batch_format="numpy")
+            for row in ds.iter_rows():
+                for failure in json.loads(row["failures"]):
+                    summary.failures.append(Failure(**failure))
+        for shard, ids in changed.items():
+            _drop_rows(shard, ids, settings)
+        summary.changed = sum(len(ids) for ids in changed.values())
+        kinds = [i.kind for i in todo]
+        failed = {f.id for f in summary.failures}
+        summary.texts = sum(1 for i in todo if i.kind == "text" and i.id not in failed)
+        summary.images = len(kinds) - kinds.count("text") - sum(1 for i in todo if i.kind == "image" and i.id in failed)
+        atomic_write_bytes(out / FAILURES_FILE, "".join(json.dumps(dataclasses.asdict(f), ensure_ascii=False) + "\n"
+                                                         for f in summary.failures).encode())
+    finally:
+        lock.release()
+    summary.seconds = time.perf_counter() - started
+    return summary

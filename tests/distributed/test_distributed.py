@@ -1,0 +1,150 @@
+"""edgeclip on Ray Data: a local Ray cluster, the tiny bundle, against a local `edgeclip embed` of the same inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="the distributed tests need the ray extra (pip install 'edgeclip[ray]')")
+pa_parquet = pytest.importorskip("pyarrow.parquet")
+import psutil  # noqa: E402
+
+import edgeclip  # noqa: E402
+from edgeclip import distributed  # noqa: E402
+from edgeclip.cli import main as cli_main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> object:
+    ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for n in range(10):
+        pixels = rng.integers(0, 255, (40 + 7 * n, 60 + 5 * n, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{n:02d}.{'png' if n % 2 else 'jpg'}")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+def _rows(paths: list[Path]) -> dict[str, np.ndarray]:
+    rows: dict[str, np.ndarray] = {}
+    for path in paths:
+        table = pa_parquet.read_table(path)
+        for item_id, vector in zip(table.column("id").to_pylist(), table.column("embedding").to_pylist()):
+            assert item_id not in rows, f"{item_id} twice"
+            rows[item_id] = np.asarray(vector, np.float32)
+    return rows
+
+
+def test_ray_shards_equal_a_local_embed(local_ray: object, tiny_bundle: Path, photos: Path, tmp_path: Path) -> None:
+    local, shards = tmp_path / "local.parquet", tmp_path / "ray"
+    assert cli_main(["embed", str(tiny_bundle), "--image-dir", str(photos), "--out", str(local), "--quiet"]) == 1  # broken.jpg
+    code = cli_main(["embed", str(tiny_bundle), "--image-dir", str(photos), "--out", f"{shards}/", "--engine", "ray",
+                     "--workers", "2", "--cpus-per-worker", "1", "--shard-rows", "3"])
+    assert code == 1  # the bad input is reported, the others are written
+    ours, theirs = _rows(sorted(shards.glob("part-*.parquet"))), _rows([local])
+    assert set(ours) == set(theirs) and len(ours) == 10
+    for item_id, vector in theirs.items():
+        np.testing.assert_allclose(ours[item_id], vector, atol=1e-6)
+    failures = [json.loads(line) for line in (shards / "failures.jsonl").read_text().splitlines()]
+    assert [f["id"] for f in failures] == [str(photos / "broken.jpg")] and failures[0]["reason"]
+    # The same schema and metadata as a local .parquet output.
+    assert pa_parquet.read_schema(next(shards.glob("part-*.parquet"))) == pa_parquet.read_schema(local)
+
+    # A rerun skips every shard already written: nothing is embedded or rewritten.
+    before = {p: p.stat().st_mtime_ns for p in shards.glob("part-*.parquet")}
+    assert cli_main(["embed", str(tiny_bundle), "--image-dir", str(photos), "--out", f"{shards}/", "--engine", "ray"]) == 1
+    assert {p: p.stat().st_mtime_ns for p in shards.glob("part-*.parquet")} == before
+
+    # A changed input is embedded again into a new shard, and its old row is dropped.
+    changed = photos / "p03.png"
+    Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(changed)
+    assert cli_main(["embed", str(tiny_bundle), "--image-dir", str(photos), "--out", f"{shards}/", "--engine", "ray"]) == 1
+    after = _rows(sorted(shards.glob("part-*.parquet")))
+    assert set(after) == set(ours)
+    fresh = edgeclip.load(tiny_bundle).encode_image([changed])[0]
+    np.testing.assert_allclose(after[str(changed)], fresh, atol=1e-6)
+
+
+def test_texts_and_bad_rows_through_the_dataset_helpers(local_ray: object, tiny_bundle: Path) -> None:
+    texts = ["a seal on a rock", "foca en una roca", "岩の上のアザラシ", ""]
+    ds = distributed.embed_texts(texts, tiny_bundle, batch_size=2, workers=1)
+    rows = sorted(ds.take_all(), key=lambda r: int(r["id"]))
+    expected = edgeclip.load(tiny_bundle).encode_text(texts)
+    np.testing.assert_allclose(np.stack([r["embedding"] for r in rows]), expected, atol=1e-6)
+    assert [r["error"] for r in rows] == ["", "", "", ""] and {r["kind"] for r in rows} == {"text"}
+
+    good = Image.new("RGB", (30, 20), (200, 10, 10))
+    import io
+
+    buffer = io.BytesIO()
+    good.save(buffer, format="PNG")
+    images = ray.data.from_items([{"id": "good", "bytes": buffer.getvalue()}, {"id": "bad", "bytes": b"nope"}])
+    out = {r["id"]: r for r in distributed.embed_images(images, tiny_bundle, batch_size=2).take_all()}
+    assert out["good"]["error"] == "" and out["bad"]["error"]  # one bad row, not a failed job
+    np.testing.assert_allclose(out["good"]["embedding"], edgeclip.load(tiny_bundle).encode_image([good])[0], atol=1e-6)
+
+
+class SlowShardWriter(distributed.ShardWriter):
+    """Holds each shard for a while, so a worker can be killed in the middle of the job."""
+
+    def __call__(self, batch: dict) -> dict:  # type: ignore[override]
+        time.sleep(0.4)
+        return super().__call__(batch)
+
+
+def _actor_processes() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "SlowShardWriter" in cmdline and process.pid != os.getpid():
+            found.append(process)
+    return found
+
+
+def test_a_worker_killed_mid_job_still_yields_every_id_once(local_ray: object, tiny_bundle: Path, photos: Path,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    monkeypatch.setattr(distributed, "ShardWriter", SlowShardWriter)
+    items = [edgeclip.jobs.Item(f"t{n}", "text", f"text number {n}", f"sha1:{n}") for n in range(24)]
+    model = edgeclip.load(tiny_bundle)
+    settings = edgeclip.jobs.OutputSettings("x", "m", {"text": model.variant_name("text")}, model.output_dim("text"),
+                                            "float32", None, 512, True)
+    out = tmp_path / "killed"
+    config = distributed.EmbedConfig(str(tiny_bundle))
+    outcome: dict = {}
+    job = threading.Thread(target=lambda: outcome.update(summary=distributed.run_shards(
+        iter(items), out, config, settings, workers=2, cpus_per_worker=1, shard_rows=2)))
+    job.start()
+    deadline = time.monotonic() + 120
+    while not list(out.glob("part-*.parquet")):  # the job is under way: a shard is written, most are not
+        assert time.monotonic() < deadline and job.is_alive(), "no shard was written"
+        time.sleep(0.02)
+    victims = _actor_processes()
+    assert victims and job.is_alive()
+    victims[0].send_signal(signal.SIGKILL)
+    written_when_killed = len(list(out.glob("part-*.parquet")))
+    job.join(180)
+    assert not job.is_alive() and written_when_killed < 12  # the kill landed mid-job
+    summary = outcome["summary"]
+    assert summary.texts == 24 and not summary.failures
+    rows = _rows(sorted(out.glob("part-*.parquet")))  # _rows fails on an id seen twice
+    assert set(rows) == {i.id for i in items}
