@@ -148,9 +148,20 @@ def batch_items(batch: dict[str, np.ndarray]) -> list[Item]:
     return items
 
 
+def start_ray(address: str | None = None) -> None:
+    """Join the cluster at `address`, or start a local Ray (without its dashboard). A local Ray's servers
+    listen on the machine's address too: on a shared network, start it yourself the way you need it."""
+    ray = _ray()
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False)
+
+
 def _map(ds: Any, config: EmbedConfig, batch_size: int, workers: int, cpus_per_worker: int) -> Any:
     return ds.map_batches(Embedder, fn_constructor_args=(dataclasses.replace(config, threads=cpus_per_worker),),
-                          batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker, batch_format="numpy")
+                          batch_size=batch_size, compute=_ray().data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
+                          batch_format="numpy")
 
 
 def embed_images(paths_or_dataset: Sequence[str | os.PathLike[str]] | Any, bundle: str | os.PathLike[str], *,
@@ -203,7 +214,8 @@ class ShardWriter(Embedder):
             items = [Item(**fields) for fields in json.loads(str(encoded))]
             rows, failed = self.embed(items)
             table = parquet_table(self.pa, self.settings, rows)
-            atomic_write_bytes(self.out / shard_name(int(shard)), parquet_bytes(self.pa, table))
+            if table.num_rows:  # a shard of only bad inputs leaves no file: they are retried next run
+                atomic_write_bytes(self.out / shard_name(int(shard)), parquet_bytes(self.pa, table))
             rows_written.append(table.num_rows)
             failures.append(json.dumps([dataclasses.asdict(f) for f in failed]))
         return {"shard": np.asarray(batch["shard"]), "rows": np.array(rows_written), "failures": np.array(failures, dtype=object)}
@@ -258,8 +270,9 @@ def check_output_dir(out: Path, settings: OutputSettings, overwrite: bool) -> No
 
 def run_shards(items: Iterable[Item], out: Path, config: EmbedConfig, settings: OutputSettings, *, workers: int = 1,
                cpus_per_worker: int = 1, shard_rows: int = 256, address: str | None = None,
-               overwrite: bool = False) -> JobSummary:
-    """Embed `items` on Ray into parquet shards under `out`; rerunning skips what the shards already hold."""
+               overwrite: bool = False, writer: type[ShardWriter] | None = None) -> JobSummary:
+    """Embed `items` on Ray into parquet shards under `out`; rerunning skips what the shards already hold.
+    `writer`: a ShardWriter subclass to run on the actors instead."""
     import time
 
     from ._files import atomic_write_bytes
@@ -290,10 +303,10 @@ def run_shards(items: Iterable[Item], out: Path, config: EmbedConfig, settings: 
                   for n, s in enumerate(range(0, len(todo), shard_rows))]
         if shards:
             if not ray.is_initialized():
-                ray.init(address=address, include_dashboard=False)
+                start_ray(address)
             ds = ray.data.from_items(shards).map_batches(
-                ShardWriter, fn_constructor_args=(dataclasses.replace(config, threads=cpus_per_worker), str(out), settings.to_dict()),
-                batch_size=1, concurrency=workers, num_cpus=cpus_per_worker, batch_format="numpy")
+                writer or ShardWriter, fn_constructor_args=(dataclasses.replace(config, threads=cpus_per_worker), str(out), settings.to_dict()),
+                batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker, batch_format="numpy")
             for row in ds.iter_rows():
                 for failure in json.loads(row["failures"]):
                     summary.failures.append(Failure(**failure))
