@@ -97,3 +97,24 @@ def test_an_interrupted_index_resumes_with_every_file_once(tmp_path: Path, tiny_
     assert f"{400 - len(kept)} added, 0 changed, {len(kept)} unchanged" in rerun.stderr
     final = rows(db)
     assert sorted(final) == sorted(str(p) for p in photos.iterdir()) and len(final) == 400
+
+
+def test_index_from_parquet_loads_embeddings_computed_elsewhere(tmp_path: Path, collection: Path, tiny_bundle: Path) -> None:
+    pytest.importorskip("pyarrow")
+    emb = tmp_path / "emb.parquet"
+    run("embed", tiny_bundle, "--image-dir", collection / "trips", "--out", emb, "--quiet")
+    db = tmp_path / "loaded.db"
+    first = run("index", db, "--from-parquet", emb, "--bundle", tiny_bundle, "--dim", "32")
+    assert "5 added, 0 changed, 0 unchanged" in first.stderr and "5 items (5 images, 0 texts)" in first.stderr
+    assert "0 added, 0 changed, 5 unchanged" in run("index", db, "--from-parquet", emb, "--bundle", tiny_bundle).stderr
+    # The loaded vectors are what indexing the same files computes: searching by one of them finds it first.
+    seal = collection / "trips" / "coast" / "seal.jpg"
+    found = json.loads(run("search", db, "--image", seal, "-k", "1", "--json", "--exact").stdout)
+    assert found[0]["id"] == str(seal) and found[0]["score"] > 0.999
+    # Rows from another bundle or a narrower dim are refused with the reason.
+    narrow = tmp_path / "narrow.parquet"
+    run("embed", tiny_bundle, "--image-dir", collection / "trips", "--out", narrow, "--dim", "32", "--quiet")
+    wide_db = tmp_path / "wide.db"
+    refused = run("index", wide_db, "--from-parquet", narrow, "--bundle", tiny_bundle, check=2)
+    assert "dim 32 (index: 64" in refused.stderr
+    assert "give SOURCE" in run("index", db, "--bundle", tiny_bundle, check=2).stderr
