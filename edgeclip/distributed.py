@@ -62,7 +62,7 @@ class EmbedConfig:
     max_length: int | None = None
     exif_transpose: bool = True
     text_batch: int = 32
-    image_batch: int = 4
+    image_batch: int | None = None
 
     def job_options(self) -> JobOptions:
         return JobOptions(task=self.task, truncate_dim=self.dim, precision=self.precision, max_length=self.max_length,

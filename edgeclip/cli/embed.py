@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     model.add_argument("--dim", type=int, help="Matryoshka dim to truncate to (see `edgeclip info`)")
     model.add_argument("--precision", choices=PRECISIONS, default="float32")
     model.add_argument("--max-length", type=positive, help="tokens per text (default 512, up to 8192); longer texts are truncated and counted")
-    model.add_argument("--batch-size", type=positive, help="inputs per model call (default: 32 texts, 4 images)")
+    model.add_argument("--batch-size", type=positive, help="inputs per model call (default: 32 texts up to 2,048 padded tokens; images 1 on CPUs, 4 on GPUs)")
     model.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (as the upstream reference does)")
     model.add_argument("--max-image-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression-bomb guard)")
     model.add_argument("--variant", help="bundle variant, e.g. fp32 (default: int8 on CPU, fp16 on GPU)")
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                  max_image_pixels=args.max_image_pixels)
     fetch = FetchPolicy(allow_hosts=tuple(h.lower() for h in args.allow_host)) if args.fetch_urls else None
     options = JobOptions(task=args.task, truncate_dim=args.dim, precision=args.precision, max_length=args.max_length,
-                         text_batch=args.batch_size or 32, image_batch=args.batch_size or 4,
+                         text_batch=args.batch_size or 32, image_batch=args.batch_size,
                          exif_transpose=not args.no_exif, fetch=fetch)
     counted: dict[str, Any] = {}
 
@@ -194,7 +194,7 @@ def _run_on_ray(args: argparse.Namespace, items: Iterator[Any], settings: Output
         raise InputError("--engine ray does not fetch URLs (workers would each need the allow-list); fetch them first")
     config = EmbedConfig(str(args.bundle.resolve()), threads=args.cpus_per_worker, variant=args.variant, dim=args.dim,
                          precision=args.precision, task=args.task, max_length=args.max_length,
-                         exif_transpose=not args.no_exif, text_batch=args.batch_size or 32, image_batch=args.batch_size or 4)
+                         exif_transpose=not args.no_exif, text_batch=args.batch_size or 32, image_batch=args.batch_size)
     out = Path(args.out)
     # In the main thread (Ray installs its own signal handlers): Ctrl-C ends the job with exit 130, and
     # every shard already written stays for the rerun.

@@ -23,6 +23,7 @@ from .sinks import RowBatch, Sink
 from .sources import Item
 
 _END = object()  # the decode thread has no more items
+IMAGE_GROUP = 4  # images decoded ahead and written together when no image_batch is set
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class JobOptions:
     precision: str = "float32"
     max_length: int | None = None
     text_batch: int = 32  # texts per session call
-    image_batch: int = 4  # images per session call
+    image_batch: int | None = None  # images per session call (None: the model's default, 1 on CPUs)
     exif_transpose: bool = True
     fetch: FetchPolicy | None = None  # None: URLs are refused
     # Text batches length-sorted together: less padding (at 8 batches, 1,000 short texts ran 8 % slower than
@@ -83,7 +84,7 @@ class _Decoder(threading.Thread):
         self.model, self.items, self.sink, self.options, self.stop = model, items, sink, options, stop
         self.out: queue.Queue[Any] = queue.Queue(maxsize=max(2, options.text_batch * options.text_window // self.CHUNK))
         # Decoded images are 3 MB each at 512 px: at most two batches of them exist at once.
-        self.image_slots = threading.BoundedSemaphore(2 * options.image_batch)
+        self.image_slots = threading.BoundedSemaphore(2 * (options.image_batch or IMAGE_GROUP))
         self.error: BaseException | None = None
         self._outbox: list[Any] = []
         self._texts: list[Item] = []
@@ -253,7 +254,7 @@ def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOpti
                         flush_texts()
                 else:
                     images.append(one)
-                    if len(images) >= options.image_batch:
+                    if len(images) >= (options.image_batch or IMAGE_GROUP):
                         flush_images()
             if passed:
                 advance(passed)

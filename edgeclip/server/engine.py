@@ -110,7 +110,7 @@ class Engine:
         return self.model.run_tokens(list(payloads), batch_size=len(payloads))
 
     def _run_vision(self, payloads: Sequence[Any]) -> np.ndarray:
-        return self.model.run_pixels(np.stack(payloads), batch_size=len(payloads))
+        return self.model.run_pixels(np.stack(payloads))  # the model's own batch: 1 per call on CPUs
 
     # ---- one request ---------------------------------------------------------------------------
 
