@@ -54,6 +54,14 @@ def _parity(args: argparse.Namespace) -> int:
     return 0 if worst >= args.min_cosine else 1
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from .publish import publish
+
+    url = publish(args.bundle, args.repo, private=args.private, message=args.message)
+    print(f"published {args.bundle} to {args.repo}: {url}")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .gate import THRESHOLD_NAMES, GateFailed, run_gate
 
@@ -123,6 +131,13 @@ def parser() -> argparse.ArgumentParser:
         validate.add_argument(f"--min-{name.replace('_', '-')}", dest=f"min_{name}", type=float,
                               help=f"threshold for {meaning} (default: per precision, see converters/gate.py)")
     validate.set_defaults(run=_validate)
+
+    publish = sub.add_parser("publish", parents=[common], help="upload a bundle to the Hugging Face Hub with a model card")
+    publish.add_argument("bundle", type=Path)
+    publish.add_argument("--repo", required=True, help="owner/name on the hub (created if missing)")
+    publish.add_argument("--private", action="store_true", help="create the repository private")
+    publish.add_argument("--message", help="commit message")
+    publish.set_defaults(run=_publish)
 
     parity = sub.add_parser("parity", parents=[common], help="compare our reference with the official remote-code model (online)")
     parity.add_argument("source", nargs="?", default="jinaai/jina-clip-v2", help="checkpoint directory or hub id")

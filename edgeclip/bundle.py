@@ -19,6 +19,7 @@ from .errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+PULL_RECORD = ".edgeclip-pull.json"  # written by `edgeclip pull`: the folder holds only the towers/variants asked for
 Tower = Literal["text", "vision"]
 TOWERS: tuple[Tower, ...] = ("text", "vision")
 
@@ -252,6 +253,10 @@ class Bundle:
                 entries += variant.files
         return tuple(entries)
 
+    def has_files(self, variant: Variant) -> bool:
+        """Whether every file of `variant` is here (a pulled bundle holds only the variants asked for)."""
+        return all(self.path(f.path).is_file() for f in variant.files)
+
     def check_files(self, entries: tuple[FileEntry, ...], verify_hash: bool = False) -> None:
         """Presence and size always; sha256 when asked. Lists every problem in one BundleError."""
         problems: list[str] = []
@@ -264,6 +269,9 @@ class Bundle:
             elif verify_hash and sha256_file(path) != entry.sha256:
                 problems.append(f"{entry.path}: sha256 differs from the manifest (tampered or corrupt)")
         if problems:
+            if (self.directory / PULL_RECORD).is_file() and all(p.endswith(": missing") for p in problems):
+                raise BundleError(f"bundle {self.directory} was pulled without these files:\n  " + "\n  ".join(problems)
+                                  + "\nPull them too: `edgeclip pull REPO --out DIR --variant NAME` (or --towers)")
             raise BundleError(f"bundle {self.directory} is damaged:\n  " + "\n  ".join(problems) + "\nRebuild or re-download it.")
 
 

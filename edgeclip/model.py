@@ -83,16 +83,9 @@ class EdgeClip:
         variants = self.bundle.tower(tower).variants
         if self._variant is not None:
             return self._variant  # Bundle.variant raises, listing the available ones, if it is absent
-        if self.providers == [OPENVINO]:
-            return PORTABLE_VARIANT  # the only graph OpenVINO computes correctly; OpenVinoSession says how to build it
-        if self.on_gpu:
-            order = GPU_VARIANT_ORDER
-        else:
-            order = DOT_PRODUCT_CPU_VARIANT_ORDER if cpu_class() in DOT_PRODUCT_CLASSES else CPU_VARIANT_ORDER
-        for name in order:
-            if name in variants:
-                return name
-        return sorted(variants)[0]
+        # A pulled bundle holds only some variants' files: choose among those present.
+        present = [name for name, v in variants.items() if self.bundle.has_files(v)] or list(variants)
+        return preferred_variant(present, on_gpu=self.on_gpu, openvino=self.providers == [OPENVINO])
 
     def providers_in_use(self, tower: Tower) -> list[str]:
         """The providers onnxruntime really assigned to the tower's session (it can fall back to the CPU)."""
@@ -406,6 +399,21 @@ def _as_texts(value: Any) -> list[str]:
     return items
 
 
+def preferred_variant(available: Sequence[str], *, on_gpu: bool = False, openvino: bool = False) -> str:
+    """The variant edgeclip runs by default among `available`: fp16 on GPU providers; on CPUs int8-vnni where
+    the CPU has int8 dot products (VNNI, AMX, ARM dotprod), int8 elsewhere; fp32-portable on OpenVINO."""
+    if openvino:
+        return PORTABLE_VARIANT  # the only graph OpenVINO computes correctly; OpenVinoSession says how to build it
+    if on_gpu:
+        order = GPU_VARIANT_ORDER
+    else:
+        order = DOT_PRODUCT_CPU_VARIANT_ORDER if cpu_class() in DOT_PRODUCT_CLASSES else CPU_VARIANT_ORDER
+    for name in order:
+        if name in available:
+            return name
+    return sorted(available)[0]
+
+
 def token_budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
     """Indices grouped into batches of similar length: sorted by length, a batch is cut when it holds
     `batch_size` rows or one more row would pad it past `max_tokens` (a longer row goes alone)."""
@@ -435,11 +443,15 @@ def load(
     providers: Sequence[str] | None = None,
     max_image_pixels: int = DEFAULT_MAX_PIXELS,
     low_memory: bool = True,
+    towers: Sequence[Tower] | None = None,
 ) -> EdgeClip:
     """Open a bundle. Nothing heavy happens until the first encode call of each tower.
 
     Args:
-        bundle_dir: directory with manifest.json (made by `python -m converters build`).
+        bundle_dir: directory with manifest.json (made by `python -m converters build`), or
+            "hf:owner/name[@revision]": the bundle's manifest and only the files of `towers` (default
+            both) and `variant` (default: the best for this CPU) are downloaded through
+            huggingface_hub's cache (HF_HUB_OFFLINE=1 works from it) and checked against the manifest.
         variant: e.g. "fp32" or "int8"; None picks the best the bundle has here: on CPUs int8-vnni where
             the CPU has int8 dot products (AVX-VNNI, AVX-512 VNNI, AMX, ARM dotprod), else int8; fp16 on
             GPU providers; fp32 otherwise. EDGECLIP_CPU_CLASS overrides the CPU detection.
@@ -454,5 +466,9 @@ def load(
             each large run (a long-lived process fed varied shapes stays near its base size instead
             of its high-water mark); False favours speed. Same results.
     """
+    if isinstance(bundle_dir, str) and bundle_dir.startswith("hf:"):
+        from .hub import pull
+
+        bundle_dir = pull(bundle_dir, towers=towers, variants=[variant] if variant else None)
     return EdgeClip(Bundle.open(bundle_dir), variant=variant, threads=threads, providers=providers,
                     max_image_pixels=max_image_pixels, low_memory=low_memory)

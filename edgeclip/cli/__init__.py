@@ -1,4 +1,4 @@
-"""`edgeclip info | verify | embed | index | search | serve | bench ...`: one module per command, each a thin layer over the library.
+"""`edgeclip info | verify | pull | embed | index | search | serve | bench ...`: one module per command, each a thin layer over the library.
 
 Exit codes: 0 ok; 1 some inputs failed (the others were written); 2 bad arguments, bundle or
 output; 130 interrupted (what was finished is kept).
@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import EdgeClipError
-from . import bench, embed, index, info, search, serve
+from . import bench, embed, index, info, pull, search, serve
 from .info import info_text
 
 __all__ = ["info_text", "main", "parser"]
@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_parser(sub)
     serve.add_parser(sub)
     bench.add_parser(sub)
+    pull.add_parser(sub)
     return root
 
 

@@ -16,13 +16,12 @@ from typing import Any
 from ..bundle import MANIFEST_FILE, sha256_file
 from ..errors import InputError
 from ..fetch import FetchPolicy
-from ..jobs import JobOptions, JobSummary, OutputSettings, ScanReport, Sink, open_sink, run_job, sources
+from ..jobs import JobOptions, JobSummary, OutputSettings, ScanReport, open_sink, run_job, sources
 from ..jobs.sinks import check_output_path
 from ..model import EdgeClip, load
 from ..postprocess import PRECISIONS, check_precision, check_truncate_dim
 from ..preprocess import DEFAULT_MAX_PIXELS
 from ..session import GPU_DEVICES
-
 from .common import positive, progress_bar, run_interruptibly
 
 MAX_LISTED_FAILURES = 50
@@ -173,9 +172,9 @@ def run(args: argparse.Namespace) -> int:
         found = "; ".join(report.lines())
         raise InputError(f"nothing to embed: the inputs hold no texts or images{' (' + found + ')' if found else ''}")
     settings = _settings(model, args, towers, options)
-    model.open_towers(sorted(towers))  # type: ignore[arg-type]  # a missing tower or damaged graph fails now
-    if args.engine == "ray":
+    if args.engine == "ray":  # the actors open the graphs (and check them); the driver needs only the manifest
         return _run_on_ray(args, passes(), settings, report, counted.get("total"))
+    model.open_towers(sorted(towers))  # type: ignore[arg-type]  # a missing tower or damaged graph fails now
     sink = open_sink(args.out, settings, overwrite=args.overwrite)
     bar = progress_bar(count()[0] if can_count else None, args.quiet)
     try:

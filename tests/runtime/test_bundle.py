@@ -127,7 +127,8 @@ def test_unavailable_provider_is_named() -> None:
 
 
 def test_runtime_never_imports_torch_or_the_server_stack() -> None:
-    heavy = ("torch", "onnx", "safetensors", "transformers", "fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client")
-    code = ("import sys, edgeclip, edgeclip.session, edgeclip.bundle, edgeclip.cli; "
+    heavy = ("torch", "onnx", "safetensors", "transformers", "fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client",
+             "ray", "openvino", "pyarrow")
+    code = ("import sys, edgeclip, edgeclip.session, edgeclip.bundle, edgeclip.cli, edgeclip.machine, edgeclip.benchmark; "
             f"bad = [m for m in {heavy!r} if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,157 @@
+"""`edgeclip pull` and `load("hf:...")` against a local HTTP server that answers as the Hugging Face Hub does.
+
+The server implements the one route huggingface_hub's hf_hub_download uses:
+HEAD/GET /{owner}/{name}/resolve/{revision}/{path}, with X-Repo-Commit, ETag and Content-Length, and
+404s carrying X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound). Everything goes through
+the real huggingface_hub client and its cache layout (HF_HOME in a temp folder), in subprocesses
+with HF_ENDPOINT pointed at the server, as a user's shell would set it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgeclip
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO = "edgeclip-test/tiny-bundle"
+
+
+class FakeHub(http.server.ThreadingHTTPServer):
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.files = files
+        self.requests: list[tuple[str, str]] = []
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: FakeHub
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def _answer(self, body: bool) -> None:
+        parts = self.path.split("?")[0].lstrip("/").split("/")
+        self.server.requests.append((self.command, self.path))
+        if len(parts) < 5 or parts[2] != "resolve":
+            return self._error(404, "RepoNotFound")
+        repo, revision, name = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+        if repo != REPO:
+            return self._error(404, "RepoNotFound")
+        if revision not in ("main", COMMIT):
+            return self._error(404, "RevisionNotFound")
+        if name not in self.server.files:
+            return self._error(404, "EntryNotFound")
+        data = self.server.files[name]
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def _error(self, status: int, code: str) -> None:
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        self.send_header("X-Repo-Commit", COMMIT) if code == "EntryNotFound" else None
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(body=True)
+
+
+@pytest.fixture()
+def hub(tiny_bundle: Path) -> Iterator[FakeHub]:
+    files = {str(p.relative_to(tiny_bundle)): p.read_bytes() for p in tiny_bundle.rglob("*") if p.is_file()}
+    server = FakeHub(files)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def _env(hub: FakeHub, home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
+    return {**env, "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_address[1]}", "HF_HOME": str(home / "hf"),
+            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_ETAG_TIMEOUT": "5", "EDGECLIP_CACHE": str(home / "edgeclip"),
+            "NO_PROXY": "127.0.0.1", **extra}
+
+
+def _pull(hub: FakeHub, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeclip", "pull", *args], capture_output=True, text=True, timeout=120,
+                          env=_env(hub, home, **env))
+
+
+def _fetched(hub: FakeHub) -> set[str]:
+    return {path.split("/resolve/")[1].split("/", 1)[1] for method, path in hub.requests if method == "GET"}
+
+
+def test_a_text_only_pull_fetches_no_vision_file(hub: FakeHub, tiny_bundle: Path, tmp_path: Path) -> None:
+    done = _pull(hub, tmp_path, REPO, "--out", str(tmp_path / "b"), "--towers", "text")
+    assert done.returncode == 0, done.stderr
+    fetched = _fetched(hub)
+    assert fetched == {"manifest.json", "tokenizer.json", "text.fp32.onnx", "text.fp32.onnx.data"}, fetched
+    assert not any(name.startswith("vision") for name in fetched)
+    pulled = edgeclip.load(tmp_path / "b")
+    texts = ["a seal on a rock", "foca en una roca"]
+    np.testing.assert_array_equal(pulled.encode_text(texts), edgeclip.load(tiny_bundle).encode_text(texts))
+    assert (tmp_path / "b" / "manifest.json").read_bytes() == (tiny_bundle / "manifest.json").read_bytes()  # same checksum
+    with pytest.raises(edgeclip.BundleError, match="pulled without these files.*edgeclip pull"):
+        pulled.encode_image([np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_offline_mode_pulls_from_the_cache_and_names_what_is_missing(hub: FakeHub, tmp_path: Path) -> None:
+    assert _pull(hub, tmp_path, f"{REPO}@{COMMIT}", "--out", str(tmp_path / "a"), "--towers", "text").returncode == 0
+    hub.requests.clear()
+    again = _pull(hub, tmp_path, f"{REPO}@{COMMIT}", "--out", str(tmp_path / "again"), "--towers", "text", HF_HUB_OFFLINE="1")
+    assert again.returncode == 0, again.stderr
+    assert hub.requests == []  # nothing asked of the server
+    missing = _pull(hub, tmp_path, f"{REPO}@{COMMIT}", "--out", str(tmp_path / "v"), "--towers", "vision", HF_HUB_OFFLINE="1")
+    assert missing.returncode == 2 and "HF_HUB_OFFLINE is set and it is not in the cache" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["nobody/nothing"], "no repository 'nobody/nothing'"),
+    ([f"{REPO}@v9"], "has no revision 'v9'"),
+    ([REPO, "--variant", "int3"], "has no variant 'int3'"),
+    (["not-a-ref"], "is not a hub bundle reference"),
+])
+def test_clear_errors(hub: FakeHub, tmp_path: Path, args: list[str], message: str) -> None:
+    done = _pull(hub, tmp_path, *args, "--out", str(tmp_path / "x"))
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_tampered_file_is_refused_and_never_placed(hub: FakeHub, tmp_path: Path) -> None:
+    original = hub.files["tokenizer.json"]
+    hub.files["tokenizer.json"] = original.replace(b"<unk>", b"<UNK>", 1)  # same size, other bytes
+    done = _pull(hub, tmp_path, REPO, "--out", str(tmp_path / "t"), "--towers", "text")
+    assert done.returncode == 2 and "sha256 differs from the manifest" in done.stderr, done.stderr
+    assert not (tmp_path / "t" / "tokenizer.json").exists()
+
+
+def test_load_hf_reference_downloads_into_the_cache(hub: FakeHub, tiny_bundle: Path, tmp_path: Path) -> None:
+    code = (f"import edgeclip, numpy; m = edgeclip.load('hf:{REPO}'); "
+            "print(numpy.asarray(m.encode_text(['a seal'])).tolist()); print(m.bundle.directory)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env(hub, tmp_path))
+    assert done.returncode == 0, done.stderr
+    row, directory = done.stdout.strip().splitlines()
+    np.testing.assert_array_equal(np.array(json.loads(row)), edgeclip.load(tiny_bundle).encode_text(["a seal"]))
+    assert directory.startswith(str(tmp_path / "edgeclip")) and COMMIT in directory
