@@ -29,7 +29,7 @@ def _build(args: argparse.Namespace) -> int:
         raise ConverterError(f"--towers {args.towers!r}: choose from {', '.join(TOWERS)} (comma-separated)")
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     options = BuildOptions(towers=towers, revision=args.revision, overwrite=args.overwrite, threads=args.threads,  # type: ignore[arg-type]
-                           variants=variants, head_dim=args.dims)
+                           variants=variants, head_dim=args.dims, image_size=args.image_size)
     bundle = build_bundle(args.source, args.out, options)
     for tower in towers:
         for name, variant in bundle.tower(tower).variants.items():  # type: ignore[arg-type]
@@ -110,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--dims", type=int, help="small-device head: graphs output the L2-normalized first DIMS "
                        "dims (64 or 128 for jina-clip-v2) instead of the full embedding")
     build.add_argument("--revision", help="hub revision (branch, tag or commit) when SOURCE is a hub id")
+    build.add_argument("--image-size", type=int, choices=(224, 336, 384, 448, 512),
+                       help="export the image tower for this input size (faster; position embeddings resampled): "
+                            "check its quality with `validate --reference torch` on the real weights before use")
     build.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     build.add_argument("--threads", type=int, help="onnxruntime threads for validation")
     build.set_defaults(run=_build)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gc
 import logging
 import shutil
@@ -22,6 +24,7 @@ from .heads import MatryoshkaHead, check_head_dim
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
 from .errors import ConverterError
 from .quantize import RECIPES, quantize_graph
+from .resolution import at_image_size, resize_vision_tower
 
 # The fp32 graph in standard ONNX ops only: what OpenVINO and other ONNX runtimes compute correctly.
 PORTABLE = "fp32-portable"
@@ -39,25 +42,33 @@ class BuildOptions:
     threads: int | None = None  # ORT intra-op threads used for validation (None: ORT's default)
     variants: tuple[str, ...] = ("fp32",)  # fp32 (always built: it is the reference graph) plus RECIPES names
     head_dim: int | None = None  # small-device head: every graph outputs the normalized prefix of this width
+    image_size: int | None = None  # resolution variant: the image tower exported for this square input (converters/resolution.py)
 
 
 class _StagedBundle:
     """What has been written so far into the staging directory, and its manifest."""
 
-    def __init__(self, stage: Path, source: CheckpointSource, cfg: ClipConfig, pre: PreprocessConfig) -> None:
-        self.stage, self.source, self.cfg, self.pre = stage, source, cfg, pre
+    def __init__(self, stage: Path, source: CheckpointSource, cfg: ClipConfig, pre: PreprocessConfig,
+                 image_size: int | None = None) -> None:
+        self.stage, self.source, self.source_cfg = stage, source, cfg
+        self.cfg = at_image_size(cfg, image_size) if image_size else cfg  # the exported graphs' config
+        self.pre = dataclasses.replace(pre, image_size=self.cfg.vision.image_size)
         log.info("hashing the source files of %s", source.model_id)
         self.source_meta: SourceInfo = source_info(source)
         self.variants: dict[Tower, dict[str, Variant]] = {}
 
     def manifest(self) -> Manifest:
-        return assemble_manifest(self.stage, self.source_meta, self.cfg, self.pre, self.variants.get("text"), self.variants.get("vision"))
+        return assemble_manifest(self.stage, self.source_meta, self.cfg, self.pre, self.variants.get("text"),
+                                 self.variants.get("vision"), source_image_size=self.source_cfg.vision.image_size)
 
     def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, options: BuildOptions) -> list[str]:
         """Export fp32, derive the other variants, validate each through the runtime; returns gate failures."""
         spec = export_spec(self.cfg, tower, options.head_dim)
         log.info("%s: loading the reference", tower)
-        model: nn.Module = load_reference(self.source, tower, self.cfg)
+        model: nn.Module = load_reference(self.source, tower, self.source_cfg)
+        if tower == "vision" and self.cfg.vision.image_size != self.source_cfg.vision.image_size:
+            log.info("vision: position embeddings resampled and RoPE tables recomputed for %d px", self.cfg.vision.image_size)
+            model = resize_vision_tower(model, self.cfg)
         if options.head_dim is not None:
             model = MatryoshkaHead(model, options.head_dim).eval()
         log.info("%s: exporting fp32 ONNX", tower)
@@ -96,12 +107,14 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     pre = load_preprocess_config(source.path("preprocessor_config.json"))
     tokenizer = Tokenizer.from_file(str(source.path(TOKENIZER_FILE)))
     check_head_dim(cfg, options.head_dim)
+    if options.image_size:
+        at_image_size(cfg, options.image_size)  # refuses an unsupported size before any work
     unknown = [v for v in options.variants if v not in ("fp32", PORTABLE) and v not in RECIPES]
     if unknown:
         raise ConverterError(f"unknown variant(s) {', '.join(unknown)}; choose from fp32, {PORTABLE}, {', '.join(RECIPES)}")
     variants = ("fp32", *(v for v in dict.fromkeys(options.variants) if v != "fp32"))
     with staged_directory(out, overwrite=options.overwrite) as stage:
-        staged = _StagedBundle(stage, source, cfg, pre)
+        staged = _StagedBundle(stage, source, cfg, pre, options.image_size)
         shutil.copyfile(source.path(TOKENIZER_FILE), stage / TOKENIZER_FILE)
         failures = [f for tower in options.towers for f in staged.add_tower(tower, variants, tokenizer, options)]
         raise_on_failures(failures)  # leaving the block by exception removes the staging directory

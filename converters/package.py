@@ -81,8 +81,9 @@ def text_section(root: Path, cfg: ClipConfig, variants: dict[str, Variant]) -> T
     )
 
 
-def vision_section(pre: PreprocessConfig, variants: dict[str, Variant]) -> VisionSpec:
+def vision_section(pre: PreprocessConfig, variants: dict[str, Variant], source_image_size: int | None = None) -> VisionSpec:
     return VisionSpec(
+        source_image_size=source_image_size if source_image_size != pre.image_size else None,
         image_size=pre.image_size,
         resize_mode=pre.resize_mode,
         interpolation=pre.interpolation,
@@ -95,7 +96,8 @@ def vision_section(pre: PreprocessConfig, variants: dict[str, Variant]) -> Visio
 
 
 def assemble_manifest(root: Path, source: SourceInfo, cfg: ClipConfig, pre: PreprocessConfig,
-                      text: dict[str, Variant] | None, vision: dict[str, Variant] | None) -> Manifest:
+                      text: dict[str, Variant] | None, vision: dict[str, Variant] | None,
+                      source_image_size: int | None = None) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
         source=source,
@@ -103,7 +105,7 @@ def assemble_manifest(root: Path, source: SourceInfo, cfg: ClipConfig, pre: Prep
         embed_dim=cfg.embed_dim,
         matryoshka_dims=cfg.matryoshka_dims,
         text=text_section(root, cfg, text) if text else None,
-        vision=vision_section(pre, vision) if vision else None,
+        vision=vision_section(pre, vision, source_image_size) if vision else None,
         created_by=f"edgeclip {edgeclip.__version__}",
     )
 

@@ -7,6 +7,7 @@ was built from: its files' sha256 are checked against the manifest's source entr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 import edgeclip
 from edgeclip.bundle import Bundle, sha256_file
+from edgeclip.preprocess import DEFAULT_MAX_PIXELS, open_image, preprocess_image
 
 from .checkpoint import load_reference, resolve_source
 from .errors import ConverterError
@@ -59,9 +61,13 @@ def embed_with_torch(bundle: Bundle, towers: tuple[str, ...], checkpoint: str | 
                     batch = tokenizer.pad(tokens[start : start + TEXT_BATCH])
                     rows.append(model(torch.from_numpy(batch.input_ids).to(target)).double().cpu().numpy())
             else:
+                # A resolution variant is judged against the model at its own input size (512 px).
+                spec = bundle.manifest.vision
+                at_source = dataclasses.replace(spec, image_size=spec.source_image_size or spec.image_size)  # type: ignore[union-attr]
                 images = validation_images()
                 for start in range(0, len(images), IMAGE_BATCH):
-                    pixels = np.stack([runtime.image_pixels(str(p)) for p in images[start : start + IMAGE_BATCH]])
+                    pixels = np.stack([preprocess_image(open_image(str(p), True, DEFAULT_MAX_PIXELS), at_source)
+                                       for p in images[start : start + IMAGE_BATCH]])
                     rows.append(model(torch.from_numpy(pixels).to(target)).double().cpu().numpy())
         embeddings = np.concatenate(rows)
         out[tower] = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)

@@ -99,6 +99,9 @@ class VisionSpec:
     std: tuple[float, float, float]  # per-channel std
     pooling: str  # "cls": final-LN CLS token, done inside the graph
     variants: dict[str, Variant]  # variant name -> graph
+    # A resolution variant: the model's own input size, when the graphs were exported for image_size
+    # instead (position embeddings resampled). Its quality is unknown until validated on real weights.
+    source_image_size: int | None = None
 
 
 @dataclass(frozen=True)

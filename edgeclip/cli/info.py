@@ -59,6 +59,10 @@ def info_text(bundle: Bundle) -> str:
     if isinstance(m.vision, VisionSpec):
         v = m.vision
         lines.append(f"vision      {v.image_size}x{v.image_size}, {v.resize_mode}-side {v.interpolation} resize + {v.crop} crop, {v.pooling} pooling")
+        if v.source_image_size:
+            lines.append(f"            resolution variant: exported for {v.image_size} px from a {v.source_image_size} px model (position "
+                         "embeddings resampled); its quality is unknown until checked on the real weights with "
+                         "`python -m converters validate BUNDLE --reference torch`")
         lines += _variant_lines(v.variants, bundle)
     else:
         lines.append("vision      (not in this bundle)")
