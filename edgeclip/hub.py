@@ -56,14 +56,15 @@ def _download(repo: str, filename: str, revision: str | None) -> Path:
                           "or set HF_TOKEN)") from None
     except errors.RevisionNotFoundError:
         raise BundleError(f"{repo} has no revision {revision!r}") from None
-    except errors.EntryNotFoundError:
-        raise BundleError(f"{repo}@{revision or 'main'} has no {filename}: not an edgeclip bundle repository, "
-                          "or the manifest lists a file that was not uploaded") from None
+    # LocalEntryNotFoundError (offline, not cached) is an EntryNotFoundError too: it goes first.
     except errors.LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         why = ("HF_HUB_OFFLINE is set and it is not in the cache: pull it once online" if offline else
                f"the hub ({_endpoint()}) cannot be reached and it is not in the cache")
         raise BundleError(f"cannot get {filename} of {repo}: {why}") from None
+    except errors.EntryNotFoundError:
+        raise BundleError(f"{repo}@{revision or 'main'} has no {filename}: not an edgeclip bundle repository, "
+                          "or the manifest lists a file that was not uploaded") from None
     except _hub_errors() as exc:
         raise BundleError(f"cannot get {filename} of {repo}: {exc}") from None
 
