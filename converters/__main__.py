@@ -29,7 +29,8 @@ def _build(args: argparse.Namespace) -> int:
         raise ConverterError(f"--towers {args.towers!r}: choose from {', '.join(TOWERS)} (comma-separated)")
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     options = BuildOptions(towers=towers, revision=args.revision, overwrite=args.overwrite, threads=args.threads,  # type: ignore[arg-type]
-                           variants=variants, head_dim=args.dims, image_size=args.image_size)
+                           variants=variants, head_dim=args.dims, image_size=args.image_size,
+                           vocab_from=tuple(args.vocab_from))
     bundle = build_bundle(args.source, args.out, options)
     for tower in towers:
         for name, variant in bundle.tower(tower).variants.items():  # type: ignore[arg-type]
@@ -113,6 +114,9 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--image-size", type=int, choices=(224, 336, 384, 448, 512),
                        help="export the image tower for this input size (faster; position embeddings resampled): "
                             "check its quality with `validate --reference torch` on the real weights before use")
+    build.add_argument("--vocab-from", nargs="+", metavar="CORPUS", default=[],
+                       help="text files (one text per line): keep only the token-table rows they need, plus special "
+                            "tokens and single characters (smaller text graphs; other tokens embed as <unk>)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     build.add_argument("--threads", type=int, help="onnxruntime threads for validation")
     build.set_defaults(run=_build)

@@ -8,12 +8,14 @@ import gc
 import logging
 import shutil
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 from torch import nn
 
-from edgeclip.bundle import Bundle, Manifest, SourceInfo, Variant
+from edgeclip.bundle import Bundle, Manifest, SourceInfo, Variant, VocabInfo
 from edgeclip.session import TowerSession
 
 from .atomic import staged_directory
@@ -25,6 +27,7 @@ from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_inf
 from .errors import ConverterError
 from .quantize import RECIPES, quantize_graph
 from .resolution import at_image_size, resize_vision_tower
+from .vocab import corpus_texts, kept_vocabulary, prune_graph
 
 # The fp32 graph in standard ONNX ops only: what OpenVINO and other ONNX runtimes compute correctly.
 PORTABLE = "fp32-portable"
@@ -43,6 +46,7 @@ class BuildOptions:
     variants: tuple[str, ...] = ("fp32",)  # fp32 (always built: it is the reference graph) plus RECIPES names
     head_dim: int | None = None  # small-device head: every graph outputs the normalized prefix of this width
     image_size: int | None = None  # resolution variant: the image tower exported for this square input (converters/resolution.py)
+    vocab_from: tuple[str, ...] = ()  # corpus files: keep only the token-table rows they need (converters/vocab.py)
 
 
 class _StagedBundle:
@@ -56,10 +60,12 @@ class _StagedBundle:
         log.info("hashing the source files of %s", source.model_id)
         self.source_meta: SourceInfo = source_info(source)
         self.variants: dict[Tower, dict[str, Variant]] = {}
+        self.vocab: VocabInfo | None = None
 
     def manifest(self) -> Manifest:
         return assemble_manifest(self.stage, self.source_meta, self.cfg, self.pre, self.variants.get("text"),
-                                 self.variants.get("vision"), source_image_size=self.source_cfg.vision.image_size)
+                                 self.variants.get("vision"), source_image_size=self.source_cfg.vision.image_size,
+                                 vocab=self.vocab)
 
     def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, options: BuildOptions) -> list[str]:
         """Export fp32, derive the other variants, validate each through the runtime; returns gate failures."""
@@ -97,7 +103,31 @@ class _StagedBundle:
             failures += check_figures(tower, name, figures, tolerance(spec, precision[name]))
         del model
         gc.collect()
+        if tower == "text" and options.vocab_from:
+            self.prune_vocabulary(files, spec, tokenizer, options)
         return failures
+
+    def prune_vocabulary(self, files: dict[str, list[Path]], spec: Any, tokenizer: Tokenizer, options: BuildOptions) -> None:
+        """Cut the text graphs' token tables to what the corpus needs; covered texts must embed bit for bit as before."""
+        import edgeclip
+
+        texts = corpus_texts(options.vocab_from)
+        self.vocab = kept_vocabulary(tokenizer, texts, options.vocab_from)
+        log.info("text: keeping %d of %d token rows (%d from the corpus, %d specials and single characters)",
+                 len(self.vocab.kept_ids), self.vocab.full_size, self.vocab.coverage["ids_from_corpus"],
+                 self.vocab.coverage["ids_base"])
+        probe = texts[:32]
+        before = {name: edgeclip.EdgeClip(Bundle.open(self.stage), variant=name).encode_text(probe) for name in files}
+        for name, variant_files in files.items():
+            prune_graph(variant_files[0], self.vocab)
+            old = self.variants["text"][name]
+            self.variants["text"][name] = make_variant(self.stage, variant_files, spec, old.precision, old.validation)
+        write_manifest(self.stage, self.manifest())
+        for name in files:
+            after = edgeclip.EdgeClip(Bundle.open(self.stage), variant=name).encode_text(probe)
+            if not np.array_equal(after, before[name]):
+                raise ConverterError(f"text/{name}: the pruned graph embeds covered texts differently "
+                                     f"(max |diff| {np.abs(after - before[name]).max():.2e}); this is a bug")
 
 
 def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOptions()) -> Bundle:

@@ -16,6 +16,7 @@ from edgeclip.bundle import (
     TextSpec,
     Variant,
     VisionSpec,
+    VocabInfo,
     sha256_file,
 )
 
@@ -69,7 +70,7 @@ def make_variant(root: Path, files: list[Path], spec: ExportSpec, precision: str
     )
 
 
-def text_section(root: Path, cfg: ClipConfig, variants: dict[str, Variant]) -> TextSpec:
+def text_section(root: Path, cfg: ClipConfig, variants: dict[str, Variant], vocab: VocabInfo | None = None) -> TextSpec:
     return TextSpec(
         tokenizer=file_entry(root, root / TOKENIZER_FILE),
         pad_token_id=cfg.text.pad_token_id,
@@ -78,6 +79,7 @@ def text_section(root: Path, cfg: ClipConfig, variants: dict[str, Variant]) -> T
         pooling="mean",
         task_prefixes={cfg.query_task: cfg.query_prefix} if cfg.query_prefix else {},
         variants=variants,
+        vocab=vocab,
     )
 
 
@@ -97,14 +99,14 @@ def vision_section(pre: PreprocessConfig, variants: dict[str, Variant], source_i
 
 def assemble_manifest(root: Path, source: SourceInfo, cfg: ClipConfig, pre: PreprocessConfig,
                       text: dict[str, Variant] | None, vision: dict[str, Variant] | None,
-                      source_image_size: int | None = None) -> Manifest:
+                      source_image_size: int | None = None, vocab: VocabInfo | None = None) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
         source=source,
         license=RANDOM_WEIGHTS_LICENSE if source.random_weights else JINA_CLIP_V2_LICENSE,
         embed_dim=cfg.embed_dim,
         matryoshka_dims=cfg.matryoshka_dims,
-        text=text_section(root, cfg, text) if text else None,
+        text=text_section(root, cfg, text, vocab) if text else None,
         vision=vision_section(pre, vision, source_image_size) if vision else None,
         created_by=f"edgeclip {edgeclip.__version__}",
     )

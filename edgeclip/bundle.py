@@ -75,6 +75,16 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class VocabInfo:
+    """A pruned token table (`build --vocab-from`): the graphs hold only these rows; the tokenizer is unchanged."""
+
+    kept_ids: tuple[int, ...]  # sorted tokenizer ids; table row i holds kept_ids[i]
+    unk_id: int  # the id whose row stands in for every id outside kept_ids
+    full_size: int  # the tokenizer's vocabulary size
+    coverage: dict[str, Any]  # corpus files, texts, tokens; corpus-only and base (specials, single characters) counts
+
+
+@dataclass(frozen=True)
 class TextSpec:
     tokenizer: FileEntry  # the tokenizer.json
     pad_token_id: int  # id used for right padding (attention_mask marks real tokens)
@@ -83,6 +93,7 @@ class TextSpec:
     pooling: str  # "mean": masked mean over real tokens, done inside the graph
     task_prefixes: dict[str, str]  # task name -> text prepended to every input of that task
     variants: dict[str, Variant]  # variant name -> graph
+    vocab: VocabInfo | None = None  # set when the token table was pruned: ids are remapped at run time
 
     def __post_init__(self) -> None:
         if not 2 <= self.default_max_length <= self.max_length:

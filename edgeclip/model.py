@@ -169,10 +169,16 @@ class EdgeClip:
         tokenizer = self._text_tokenizer()
         session = self._session("text")
         embeddings = np.empty((len(rows), session.variant.output_dim), dtype=np.float32)
+        unknown = 0
         for chunk in token_budget_batches([len(row) for row in rows], batch_size, TEXT_TOKENS_PER_BATCH):
             batch = tokenizer.pad([rows[i] for i in chunk])
             outputs = session.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
             embeddings[chunk] = outputs[session.variant.outputs[0].name]
+            unknown += getattr(session, "unknown_tokens", 0)
+        if unknown:
+            warnings.warn(f"{unknown} tokens are outside this bundle's pruned vocabulary (built with --vocab-from) and were "
+                          "embedded as <unk>: those texts embed differently from the full model; rebuild with a corpus "
+                          "that covers them", RuntimeWarning, stacklevel=2)
         return embeddings
 
     def image_pixels(self, image: ImageInput, *, exif_transpose: bool = True, fetch_urls: bool | FetchPolicy = False) -> FloatArray:

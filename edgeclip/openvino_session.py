@@ -16,6 +16,7 @@ import numpy as np
 
 from .bundle import Bundle, Tower, Variant
 from .errors import BundleError
+from .session import remap_ids
 
 OPENVINO = "OpenVINO"
 PORTABLE_VARIANT = "fp32-portable"
@@ -35,7 +36,7 @@ class OpenVinoSession:
     def __init__(self, bundle: Bundle, tower: Tower, variant_name: str, threads: int | None = None) -> None:
         import openvino as ov
 
-        from .session import check_external_data
+        from .session import check_external_data, vocab_remap
 
         if variant_name != PORTABLE_VARIANT:
             raise BundleError(f"OpenVINO runs only the {PORTABLE_VARIANT} variant (standard ONNX ops), not "
@@ -58,6 +59,8 @@ class OpenVinoSession:
         self.compiled = core.compile_model(core.read_model(str(graph)), "CPU", config)
         self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self._request = self.compiled.create_infer_request()
+        self._remap = vocab_remap(bundle) if tower == "text" else None
+        self.unknown_tokens = 0
         self._lock = threading.Lock()  # one infer request: calls take turns, as ORT's session.run calls would share cores
 
     def providers_in_use(self) -> list[str]:
@@ -68,6 +71,7 @@ class OpenVinoSession:
         if set(feeds) != set(expected):
             raise ValueError(f"{self.tower} graph takes inputs {sorted(expected)}, got {sorted(feeds)}")
         cast = {name: np.ascontiguousarray(array, dtype=expected[name]) for name, array in feeds.items()}
+        self.unknown_tokens = remap_ids(self._remap, cast)
         with self._lock:
             results = self._request.infer(cast)
             outputs = {spec.name: np.array(results[self.compiled.output(spec.name)]) for spec in self.variant.outputs}

@@ -119,6 +119,32 @@ def session_options(threads: int | None, low_memory: bool = True) -> ort.Session
     return options
 
 
+def vocab_remap(bundle: Bundle) -> tuple[np.ndarray, np.ndarray] | None:
+    """tokenizer id -> row of a pruned table (ids outside it -> <unk>'s row), and which ids are outside."""
+    vocab = bundle.manifest.text.vocab if bundle.manifest.text is not None else None
+    if vocab is None:
+        return None
+    kept = np.asarray(vocab.kept_ids, dtype=np.int64)
+    unk_row = int(np.searchsorted(kept, vocab.unk_id))
+    table = np.full(vocab.full_size, unk_row, dtype=np.int64)
+    table[kept] = np.arange(len(kept))
+    unknown = np.ones(vocab.full_size, dtype=bool)
+    unknown[kept] = False
+    return table, unknown
+
+
+def remap_ids(remap: tuple[np.ndarray, np.ndarray] | None, feeds: dict[str, np.ndarray]) -> int:
+    """Rewrite feeds["input_ids"] to rows of a pruned table, in place; returns how many real tokens fell outside it."""
+    if remap is None or "input_ids" not in feeds:
+        return 0
+    table, unknown = remap
+    ids = np.clip(feeds["input_ids"], 0, len(table) - 1)
+    mask = feeds.get("attention_mask")
+    outside = unknown[ids] if mask is None else unknown[ids] & (mask != 0)
+    feeds["input_ids"] = table[ids]
+    return int(outside.sum())
+
+
 class TowerSession:
     """One tower variant's ORT session. `run` takes and returns arrays keyed by manifest names."""
 
@@ -146,6 +172,8 @@ class TowerSession:
                               "is damaged or from an incompatible build: `edgeclip verify` checks it, rebuild or "
                               "re-download the bundle") from exc
         self._check_contract()
+        self._remap = vocab_remap(bundle) if tower == "text" else None
+        self.unknown_tokens = 0  # in the last run: real tokens outside a pruned vocabulary, embedded as <unk>
         # low_memory: after a large run, the arena's free chunks go back to the OS. Otherwise the arena
         # keeps its high-water mark for every shape it has seen: a server fed mixed batch sizes and
         # lengths grew 0.7 -> 2.1 GB (full-size int8, text and images) and stayed there; with this
@@ -183,6 +211,7 @@ class TowerSession:
         if set(feeds) != set(expected):
             raise ValueError(f"{self.tower} graph takes inputs {sorted(expected)}, got {sorted(feeds)}")
         cast = {name: np.ascontiguousarray(array, dtype=expected[name]) for name, array in feeds.items()}
+        self.unknown_tokens = remap_ids(self._remap, cast)
         names = [spec.name for spec in self.variant.outputs]
         large = self._release is not None and sum(array.size for array in cast.values()) > RELEASE_ABOVE_ELEMENTS
         return dict(zip(names, self.session.run(names, cast, self._release if large else None)))

@@ -56,6 +56,12 @@ def info_text(bundle: Bundle) -> str:
         lines += _variant_lines(m.text.variants, bundle)
     else:
         lines.append("text        (not in this bundle)")
+    if m.text is not None and m.text.vocab is not None:
+        v = m.text.vocab
+        c = v.coverage
+        lines.append(f"vocabulary  pruned: {len(v.kept_ids)} of {v.full_size} token rows kept ({c.get('ids_from_corpus')} from "
+                     f"{c.get('corpus_texts')} corpus texts in {', '.join(c.get('corpus_files', []))}, {c.get('ids_base')} specials "
+                     "and single characters); other tokens embed as <unk> and encode_text warns with their count")
     if isinstance(m.vision, VisionSpec):
         v = m.vision
         lines.append(f"vision      {v.image_size}x{v.image_size}, {v.resize_mode}-side {v.interpolation} resize + {v.crop} crop, {v.pooling} pooling")

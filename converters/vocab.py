@@ -1,0 +1,91 @@
+"""A pruned token table (`build --vocab-from CORPUS...`): keep the rows a corpus needs, remap ids at run time.
+
+Kept: every id the bundle's tokenizer produces on the corpus (one text per non-empty line), the
+special tokens, and every single-character piece (with or without the word-start mark), so any
+text in the corpus' scripts still segments into known rows. The tokenizer is not touched, so the
+segmentation is identical; the runtime maps tokenizer ids to table rows (edgeclip/session.py) and an
+id outside the kept set to <unk>'s row, counting it. The text graphs' Gathers over the vocabulary
+(the fp32 table; the int8 table and its per-row scales) are cut to the kept rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from tokenizers import Tokenizer
+
+from edgeclip.bundle import VocabInfo
+
+from .errors import ConverterError
+from .export import save_graph
+
+WORD_START = "\u2581"  # SentencePiece's word-start mark
+
+
+def corpus_texts(paths: Sequence[str | Path]) -> list[str]:
+    texts = []
+    for path in paths:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConverterError(f"--vocab-from {path}: cannot read it as UTF-8 text ({exc})") from None
+        texts += [line for line in lines if line.strip()]
+    if not texts:
+        raise ConverterError("--vocab-from: the corpus holds no text (one text per non-empty line)")
+    return texts
+
+
+def base_ids(tokenizer: Tokenizer) -> set[int]:
+    """Special tokens and single-character pieces: what keeps any text of the corpus' scripts segmentable."""
+    specials = {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+    singles = {i for piece, i in tokenizer.get_vocab(with_added_tokens=False).items() if len(piece.removeprefix(WORD_START)) <= 1}
+    return specials | singles
+
+
+def kept_vocabulary(tokenizer: Tokenizer, texts: list[str], files: Sequence[str | Path]) -> VocabInfo:
+    encodings = tokenizer.encode_batch(texts)
+    from_corpus = {i for e in encodings for i in e.ids}
+    base = base_ids(tokenizer)
+    unk = tokenizer.token_to_id("<unk>")
+    if unk is None:
+        raise ConverterError("the tokenizer has no <unk> token to stand in for pruned ids")
+    kept = sorted(from_corpus | base | {unk})
+    return VocabInfo(kept_ids=tuple(kept), unk_id=unk, full_size=tokenizer.get_vocab_size(), coverage={
+        "corpus_files": [Path(f).name for f in files], "corpus_texts": len(texts),
+        "corpus_tokens": sum(len(e.ids) for e in encodings), "ids_from_corpus": len(from_corpus),
+        "ids_base": len(base), "kept": len(kept)})
+
+
+def prune_graph(graph: Path, vocab: VocabInfo) -> list[Path]:
+    """Cut every vocabulary-sized table a Gather over input_ids reads to the kept rows; rewrite the graph."""
+    model = onnx.load(str(graph))
+    inputs = {i.name for i in model.graph.input}
+    tables = {t.name: t for t in model.graph.initializer}
+    kept = np.asarray(vocab.kept_ids, dtype=np.int64)
+    cut = 0
+    for node in model.graph.node:
+        table = tables.get(node.input[0]) if node.op_type == "Gather" and node.input[1] in inputs else None
+        if table is None or not table.dims or table.dims[0] != vocab.full_size:
+            continue
+        rows = numpy_helper.to_array(table)[kept]
+        table.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(rows), table.name))
+        cut += 1
+    if not cut:
+        raise ConverterError(f"{graph.name}: found no token table to prune (a Gather of a {vocab.full_size}-row table)")
+    return save_graph(model, graph)
+
+
+def coverage_of(tokenizer: Tokenizer, vocab: VocabInfo, texts: list[str]) -> dict[str, Any]:
+    """How much of `texts` (e.g. held-out text in the kept languages) the kept rows cover, per token and per text."""
+    kept = set(vocab.kept_ids)
+    encodings = tokenizer.encode_batch(texts)
+    tokens = sum(len(e.ids) for e in encodings)
+    missing = sum(1 for e in encodings for i in e.ids if i not in kept)
+    covered_texts = sum(1 for e in encodings if all(i in kept for i in e.ids))
+    return {"texts": len(texts), "tokens": tokens, "token_coverage": 1 - missing / max(tokens, 1),
+            "texts_fully_covered": covered_texts / max(len(texts), 1)}
