@@ -77,6 +77,8 @@ def prune_graph(graph: Path, vocab: VocabInfo) -> list[Path]:
         cut += 1
     if not cut:
         raise ConverterError(f"{graph.name}: found no token table to prune (a Gather of a {vocab.full_size}-row table)")
+    # onnx.load read every weight into memory; onnx appends to an existing data file, so start a new one.
+    graph.with_name(graph.name + ".data").unlink(missing_ok=True)
     return save_graph(model, graph)
 
 

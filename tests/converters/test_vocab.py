@@ -33,7 +33,7 @@ def test_the_manifest_records_the_kept_ids_and_the_graphs_shrink(pruned: Path, t
     assert vocab is not None and list(vocab.kept_ids) == sorted(set(vocab.kept_ids))
     assert len(vocab.kept_ids) < vocab.full_size and vocab.coverage["corpus_texts"] == len(CORPUS)
     assert (pruned / "text.fp32.onnx.data").stat().st_size < (tiny_bundle / "text.fp32.onnx.data").stat().st_size
-    assert "pruned vocabulary" in info_text(edgeclip.Bundle.open(pruned))
+    assert "vocabulary  pruned: 1" in info_text(edgeclip.Bundle.open(pruned))
 
 
 def test_covered_texts_embed_exactly_as_with_the_full_table(pruned: Path, tiny_bundle: Path) -> None:
