@@ -112,7 +112,7 @@ class _StagedBundle:
         import edgeclip
 
         texts = corpus_texts(options.vocab_from)
-        self.vocab = kept_vocabulary(tokenizer, texts, options.vocab_from)
+        self.vocab = kept_vocabulary(tokenizer, texts, options.vocab_from, self.cfg.text.vocab_size)
         log.info("text: keeping %d of %d token rows (%d from the corpus, %d specials and single characters)",
                  len(self.vocab.kept_ids), self.vocab.full_size, self.vocab.coverage["ids_from_corpus"],
                  self.vocab.coverage["ids_base"])

@@ -23,7 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 ZERO_POINT = 128  # symmetric int8 in uint8 storage: q in [-127, 127] is stored as q + 128 in [1, 255]
 MIN_SCALE = 1e-12  # an all-zero row quantizes to zeros instead of dividing by zero

@@ -47,7 +47,8 @@ def base_ids(tokenizer: Tokenizer) -> set[int]:
     return specials | singles
 
 
-def kept_vocabulary(tokenizer: Tokenizer, texts: list[str], files: Sequence[str | Path]) -> VocabInfo:
+def kept_vocabulary(tokenizer: Tokenizer, texts: list[str], files: Sequence[str | Path], table_rows: int) -> VocabInfo:
+    """table_rows: the token table's rows (the model's vocab_size; the tokenizer may produce fewer ids)."""
     encodings = tokenizer.encode_batch(texts)
     from_corpus = {i for e in encodings for i in e.ids}
     base = base_ids(tokenizer)
@@ -55,7 +56,7 @@ def kept_vocabulary(tokenizer: Tokenizer, texts: list[str], files: Sequence[str 
     if unk is None:
         raise ConverterError("the tokenizer has no <unk> token to stand in for pruned ids")
     kept = sorted(from_corpus | base | {unk})
-    return VocabInfo(kept_ids=tuple(kept), unk_id=unk, full_size=tokenizer.get_vocab_size(), coverage={
+    return VocabInfo(kept_ids=tuple(kept), unk_id=unk, full_size=max(table_rows, tokenizer.get_vocab_size()), coverage={
         "corpus_files": [Path(f).name for f in files], "corpus_texts": len(texts),
         "corpus_tokens": sum(len(e.ids) for e in encodings), "ids_from_corpus": len(from_corpus),
         "ids_base": len(base), "kept": len(kept)})
