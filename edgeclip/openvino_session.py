@@ -16,7 +16,7 @@ import numpy as np
 
 from .bundle import Bundle, Tower, Variant
 from .errors import BundleError
-from .session import remap_ids
+from .session import prepare_feeds, remap_ids
 
 OPENVINO = "OpenVINO"
 PORTABLE_VARIANT = "fp32-portable"
@@ -67,10 +67,7 @@ class OpenVinoSession:
         return [f"{OPENVINO} (CPU, {self.inference_precision})"]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        expected = {spec.name: spec.dtype for spec in self.variant.inputs}
-        if set(feeds) != set(expected):
-            raise ValueError(f"{self.tower} graph takes inputs {sorted(expected)}, got {sorted(feeds)}")
-        cast = {name: np.ascontiguousarray(array, dtype=expected[name]) for name, array in feeds.items()}
+        cast = prepare_feeds(self.variant, self.tower, feeds)
         self.unknown_tokens = remap_ids(self._remap, cast)
         with self._lock:
             results = self._request.infer(cast)

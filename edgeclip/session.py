@@ -133,6 +133,14 @@ def vocab_remap(bundle: Bundle) -> tuple[np.ndarray, np.ndarray] | None:
     return table, unknown
 
 
+def prepare_feeds(variant: Variant, tower: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds the manifest declares, each cast to its dtype (contiguous); other names raise."""
+    expected = {spec.name: spec.dtype for spec in variant.inputs}
+    if set(feeds) != set(expected):
+        raise ValueError(f"{tower} graph takes inputs {sorted(expected)}, got {sorted(feeds)}")
+    return {name: np.ascontiguousarray(array, dtype=expected[name]) for name, array in feeds.items()}
+
+
 def remap_ids(remap: tuple[np.ndarray, np.ndarray] | None, feeds: dict[str, np.ndarray]) -> int:
     """Rewrite feeds["input_ids"] to rows of a pruned table, in place; returns how many real tokens fell outside it."""
     if remap is None or "input_ids" not in feeds:
@@ -207,10 +215,7 @@ class TowerSession:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Feeds are cast to the dtypes the graph declares; outputs are returned by name."""
-        expected = {spec.name: spec.dtype for spec in self.variant.inputs}
-        if set(feeds) != set(expected):
-            raise ValueError(f"{self.tower} graph takes inputs {sorted(expected)}, got {sorted(feeds)}")
-        cast = {name: np.ascontiguousarray(array, dtype=expected[name]) for name, array in feeds.items()}
+        cast = prepare_feeds(self.variant, self.tower, feeds)
         self.unknown_tokens = remap_ids(self._remap, cast)
         names = [spec.name for spec in self.variant.outputs]
         large = self._release is not None and sum(array.size for array in cast.values()) > RELEASE_ABOVE_ELEMENTS
