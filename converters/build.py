@@ -67,16 +67,21 @@ class _StagedBundle:
                                  self.variants.get("vision"), source_image_size=self.source_cfg.vision.image_size,
                                  vocab=self.vocab)
 
-    def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, options: BuildOptions) -> list[str]:
-        """Export fp32, derive the other variants, validate each through the runtime; returns gate failures."""
-        spec = export_spec(self.cfg, tower, options.head_dim)
-        log.info("%s: loading the reference", tower)
+    def reference(self, tower: Tower, options: BuildOptions) -> nn.Module:
+        """The PyTorch reference of `tower` as it is exported (resized, with a small-device head)."""
         model: nn.Module = load_reference(self.source, tower, self.source_cfg)
         if tower == "vision" and self.cfg.vision.image_size != self.source_cfg.vision.image_size:
             log.info("vision: position embeddings resampled and RoPE tables recomputed for %d px", self.cfg.vision.image_size)
             model = resize_vision_tower(model, self.cfg)
         if options.head_dim is not None:
             model = MatryoshkaHead(model, options.head_dim).eval()
+        return model
+
+    def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, options: BuildOptions) -> list[str]:
+        """Export fp32, derive the other variants, validate each through the runtime; returns gate failures."""
+        spec = export_spec(self.cfg, tower, options.head_dim)
+        log.info("%s: loading the reference", tower)
+        model = self.reference(tower, options)
         log.info("%s: exporting fp32 ONNX", tower)
         fp32_files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
         files = {"fp32": fp32_files}
@@ -85,6 +90,10 @@ class _StagedBundle:
                 log.info("%s: exporting the portable fp32 graph (standard ONNX ops)", tower)
                 files[name] = export_tower(model, self.cfg, spec, self.stage / f"{tower}.{name}.onnx", portable=True)
             elif name != "fp32":
+                if model is not None:  # the quantizers hold the graph several times over: not the reference too
+                    del model
+                    gc.collect()
+                    model = None
                 log.info("%s: building the %s variant", tower, name)
                 files[name] = quantize_graph(fp32_files[0], RECIPES[name], self.stage / f"{tower}.{name}.onnx")
         precision = {name: RECIPES[name].precision if name in RECIPES else "fp32" for name in files}
@@ -92,6 +101,9 @@ class _StagedBundle:
         # A provisional manifest lets validation open each graph exactly as users will.
         write_manifest(self.stage, self.manifest())
         failures: list[str] = []
+        if model is None:
+            log.info("%s: loading the reference again, for validation", tower)
+            model = self.reference(tower, options)
         for name, variant_files in files.items():
             session = TowerSession(Bundle.open(self.stage), tower, name, threads=options.threads)
             log.info("%s/%s: validating against the reference", tower, name)
