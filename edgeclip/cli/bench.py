@@ -9,33 +9,7 @@ from pathlib import Path
 
 from .._files import atomic_write_bytes
 from ..errors import InputError
-from .common import positive
-
-TOWERS = ("text", "vision")
-
-
-def _csv(kind: type, name: str):  # an argparse type
-    def parse(value: str) -> list:
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"{name}: give a comma-separated list")
-        try:
-            parsed = [kind(v) for v in items]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a comma-separated list of {kind.__name__}s") from None
-        if kind is int and any(v < 1 for v in parsed):
-            raise argparse.ArgumentTypeError(f"{name}: every value must be a positive integer, got {value!r}")
-        return parsed
-    return parse
-
-
-def _towers(value: str) -> list[str]:
-    towers = _csv(str, "--towers")(value)
-    unknown = [t for t in towers if t not in TOWERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"--towers: unknown tower {', '.join(unknown)}; choose from text, vision")
-    return towers
-
+from .common import comma_list, positive, tower_list
 
 def _seconds(value: str) -> float:
     try:
@@ -53,13 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                                    "until --seconds per shape. Records the CPU class, ISA flags, ORT version and "
                                    "providers, GPU and the bundle's checksum, so runs from other machines compare.")
     p.add_argument("bundle", type=Path)
-    p.add_argument("--towers", type=_towers, help="comma-separated: text, vision (default: the bundle's towers)")
-    p.add_argument("--variants", type=_csv(str, "--variants"),
+    p.add_argument("--towers", type=tower_list, help="comma-separated: text, vision (default: the bundle's towers)")
+    p.add_argument("--variants", type=comma_list(),
                    help="comma-separated variants, or 'all' (default: the one edgeclip picks on this machine)")
-    p.add_argument("--providers", type=_csv(str, "--providers"), help="onnxruntime execution providers (default: CPU)")
+    p.add_argument("--providers", type=comma_list(), help="onnxruntime execution providers (default: CPU)")
     p.add_argument("--threads", type=positive, help="onnxruntime intra-op threads (default: one per physical core)")
-    p.add_argument("--batch", type=_csv(int, "--batch"), default=[1], help="batch sizes (default 1)")
-    p.add_argument("--tokens", type=_csv(int, "--tokens"), default=[16, 512], help="text lengths in tokens (default 16,512)")
+    p.add_argument("--batch", type=comma_list(int), default=[1], help="batch sizes (default 1)")
+    p.add_argument("--tokens", type=comma_list(int), default=[16, 512], help="text lengths in tokens (default 16,512)")
     p.add_argument("--seconds", type=_seconds, default=5.0, help="timed seconds per shape, after warm-up (default 5)")
     p.add_argument("--min-reps", type=positive, default=3, help="timed calls per shape at least (default 3)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report as JSON (what --compare reads)")

@@ -21,6 +21,31 @@ def positive(text: str) -> int:
     return value
 
 
+def comma_list(kind: type = str) -> Callable[[str], list[Any]]:
+    """An argparse type: 'a,b,c' -> a list of `kind` (ints must be positive)."""
+    def parse(value: str) -> list[Any]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("give a comma-separated list")
+        try:
+            parsed = [kind(v) for v in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of {kind.__name__}s") from None
+        if kind is int and any(v < 1 for v in parsed):
+            raise argparse.ArgumentTypeError(f"every value must be a positive integer, got {value!r}")
+        return parsed
+    return parse
+
+
+def tower_list(value: str) -> list[str]:
+    """An argparse type: 'text,vision' -> the towers, each one edgeclip knows."""
+    towers = comma_list()(value)
+    unknown = [t for t in towers if t not in ("text", "vision")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown tower {', '.join(unknown)}; choose from text, vision")
+    return towers
+
+
 def run_interruptibly(job: Callable[[threading.Event], Any]) -> Any:
     """Run `job(stop)` in a thread; the first Ctrl-C (or SIGTERM) sets `stop`, the second quits at once."""
     stop = threading.Event()

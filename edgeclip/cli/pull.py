@@ -6,20 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _csv(value: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("give a comma-separated list")
-    return items
-
-
-def _towers(value: str) -> list[str]:
-    towers = _csv(value)
-    unknown = [t for t in towers if t not in ("text", "vision")]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown tower {', '.join(unknown)}; choose from text, vision")
-    return towers
+from .common import comma_list, tower_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,8 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                                    "HF_ENDPOINT picks a mirror) and are checked against the manifest's sha256.")
     p.add_argument("ref", metavar="REPO_ID[@REVISION]", help="e.g. edgeclip/jina-clip-v2-int8 or owner/name@v1.0")
     p.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
-    p.add_argument("--towers", type=_towers, help="comma-separated: text, vision (default: every tower the bundle has)")
-    p.add_argument("--variant", type=_csv, action="extend", metavar="NAME",
+    p.add_argument("--towers", type=tower_list, help="comma-separated: text, vision (default: every tower the bundle has)")
+    p.add_argument("--variant", type=comma_list(), action="extend", metavar="NAME",
                    help="variants to fetch, comma-separated or repeated (default: the one edgeclip picks on this CPU)")
     p.set_defaults(run=run)
 
