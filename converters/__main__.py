@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from edgeclip.errors import EdgeClipError
+
 from . import require_convert_deps
 from .errors import ConverterError
 
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         require_convert_deps()
         return int(args.run(args))
-    except ConverterError as exc:
+    except (ConverterError, EdgeClipError) as exc:  # EdgeClipError: a bundle the runtime refuses (publish, validate)
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -81,3 +81,11 @@ def test_a_hub_failure_is_a_converter_error(tiny_bundle: Path) -> None:
 
     with pytest.raises(ConverterError, match="publishing to me/tiny failed: 401 Unauthorized"):
         publish(tiny_bundle, "me/tiny", api=Refusing())
+
+
+def test_publish_of_a_missing_bundle_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from converters.__main__ import main as converters_main
+
+    assert converters_main(["publish", str(tmp_path / "nope"), "--repo", "me/x"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
