@@ -23,6 +23,7 @@ from .checkpoint import TOWERS, CheckpointSource, Tower, load_reference, resolve
 from .config import ClipConfig, PreprocessConfig, load_clip_config, load_preprocess_config
 from .export import export_tower
 from .heads import MatryoshkaHead, check_head_dim
+from .progress import stage
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
 from .errors import ConverterError
 from .quantize import RECIPES, quantize_graph
@@ -78,45 +79,47 @@ class _StagedBundle:
         return model
 
     def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, options: BuildOptions) -> list[str]:
-        """Export fp32, derive the other variants, validate each through the runtime; returns gate failures."""
+        """Export fp32, derive the other variants, validate each through the runtime; returns gate failures.
+
+        Memory: the reference is freed as soon as the graphs that need it are exported, the quantized
+        variants are derived from the fp32 graph on disk, and the reference is loaded again only to validate."""
         spec = export_spec(self.cfg, tower, options.head_dim)
-        log.info("%s: loading the reference", tower)
-        model = self.reference(tower, options)
-        log.info("%s: exporting fp32 ONNX", tower)
-        fp32_files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
+        with stage(f"{tower}: loading the reference"):
+            model: nn.Module | None = self.reference(tower, options)
+        with stage(f"{tower}: exporting fp32 ONNX"):
+            fp32_files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
         files = {"fp32": fp32_files}
+        if PORTABLE in variants:
+            with stage(f"{tower}: exporting the portable fp32 graph (standard ONNX ops)"):
+                files[PORTABLE] = export_tower(model, self.cfg, spec, self.stage / f"{tower}.{PORTABLE}.onnx", portable=True)
+        del model
+        gc.collect()
         for name in variants:
-            if name == PORTABLE:
-                log.info("%s: exporting the portable fp32 graph (standard ONNX ops)", tower)
-                files[name] = export_tower(model, self.cfg, spec, self.stage / f"{tower}.{name}.onnx", portable=True)
-            elif name != "fp32":
-                if model is not None:  # the quantizers hold the graph several times over: not the reference too
-                    del model
-                    gc.collect()
-                    model = None
-                log.info("%s: building the %s variant", tower, name)
-                files[name] = quantize_graph(fp32_files[0], RECIPES[name], self.stage / f"{tower}.{name}.onnx")
+            if name not in files:
+                with stage(f"{tower}: building the {name} variant"):
+                    files[name] = quantize_graph(fp32_files[0], RECIPES[name], self.stage / f"{tower}.{name}.onnx")
         precision = {name: RECIPES[name].precision if name in RECIPES else "fp32" for name in files}
         self.variants[tower] = {n: make_variant(self.stage, f, spec, precision[n]) for n, f in files.items()}
         # A provisional manifest lets validation open each graph exactly as users will.
         write_manifest(self.stage, self.manifest())
         failures: list[str] = []
-        if model is None:
-            log.info("%s: loading the reference again, for validation", tower)
+        with stage(f"{tower}: loading the reference again, for validation"):
             model = self.reference(tower, options)
         for name, variant_files in files.items():
-            session = TowerSession(Bundle.open(self.stage), tower, name, threads=options.threads)
-            log.info("%s/%s: validating against the reference", tower, name)
-            if tower == "text":
-                figures = validate_text(model, session, tokenizer, self.cfg)
-            else:
-                figures = validate_vision(model, session, self.cfg)
+            with stage(f"{tower}/{name}: validating against the reference"):
+                session = TowerSession(Bundle.open(self.stage), tower, name, threads=options.threads)
+                if tower == "text":
+                    figures = validate_text(model, session, tokenizer, self.cfg)
+                else:
+                    figures = validate_vision(model, session, self.cfg)
+                del session
             self.variants[tower][name] = make_variant(self.stage, variant_files, spec, precision[name], {"reference": figures})
             failures += check_figures(tower, name, figures, tolerance(spec, precision[name]))
         del model
         gc.collect()
         if tower == "text" and options.vocab_from:
-            self.prune_vocabulary(files, spec, tokenizer, options)
+            with stage("text: pruning the token table"):
+                self.prune_vocabulary(files, spec, tokenizer, options)
         return failures
 
     def prune_vocabulary(self, files: dict[str, list[Path]], spec: Any, tokenizer: Tokenizer, options: BuildOptions) -> None:

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from .export import save_graph
-from .row_scales import apply_row_scales
+from .quantized_graph import MatMulFormat, write_quantized_graph
 
 log = logging.getLogger(__name__)
 
@@ -88,80 +85,21 @@ RECIPES: dict[str, QuantRecipe] = {
 }
 
 
-def _weight_gathers(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, TensorProto]]:
-    """Gather nodes that index a 2-D float initializer by a graph input (the token-embedding lookup)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    graph_inputs = {i.name for i in model.graph.input}
-    found = []
-    for node in model.graph.node:
-        table = inits.get(node.input[0]) if node.op_type == "Gather" else None
-        if table is not None and len(table.dims) == 2 and table.data_type == TensorProto.FLOAT and node.input[1] in graph_inputs:
-            found.append((node, table))
-    return found
-
-
-def quantize_embedding_tables(model: onnx.ModelProto) -> int:
-    """Gather(W_fp32, ids) -> Gather(W_int8, ids) * Gather(scale, ids); symmetric per-row scales. Returns count."""
-    count = 0
-    for node, table in _weight_gathers(model):
-        weights = numpy_helper.to_array(table).astype(np.float32)
-        scales = np.maximum(np.abs(weights).max(axis=1, keepdims=True), 1e-12) / 127.0
-        quantized = np.clip(np.rint(weights / scales), -127, 127).astype(np.int8)
-        base = table.name
-        model.graph.initializer.remove(table)
-        model.graph.initializer.extend([
-            numpy_helper.from_array(quantized, f"{base}_int8"),
-            numpy_helper.from_array(scales.astype(np.float32), f"{base}_row_scale"),
-        ])
-        ids, out = node.input[1], node.output[0]
-        new_nodes = [
-            helper.make_node("Gather", [f"{base}_int8", ids], [f"{out}_q"], name=f"{node.name}_q", axis=0),
-            helper.make_node("Cast", [f"{out}_q"], [f"{out}_qf"], name=f"{node.name}_cast", to=TensorProto.FLOAT),
-            helper.make_node("Gather", [f"{base}_row_scale", ids], [f"{out}_s"], name=f"{node.name}_scale", axis=0),
-            helper.make_node("Mul", [f"{out}_qf", f"{out}_s"], [out], name=f"{node.name}_dequant"),
-        ]
-        position = list(model.graph.node).index(node)
-        model.graph.node.remove(node)
-        for offset, new in enumerate(new_nodes):
-            model.graph.node.insert(position + offset, new)
-        count += 1
-    return count
-
-
 def quantize_graph(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> list[Path]:
-    """Write the recipe's variant of `fp32_path` to `out_path` (+ external data if large). Returns the files."""
-    with held_back_logs(f"{out_path.name}"):
-        model = _quantized(fp32_path, recipe, out_path)
-    if recipe.int8_embedding_table:
-        quantize_embedding_tables(model)
-    return save_graph(model, out_path)
+    """Write the recipe's variant of `fp32_path` to `out_path` + `<name>.data`. Returns the files.
 
-
-def _quantized(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> onnx.ModelProto:
-    if recipe.precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-    elif recipe.precision == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".quant-") as scratch:
-            tmp = Path(scratch) / "q.onnx"
-            quantize_dynamic(
-                str(fp32_path), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=recipe.reduce_range,
-                weight_type=QuantType.QInt8, nodes_to_exclude=list(recipe.nodes_to_exclude),
-                use_external_data_format=True,
-            )
-            model = onnx.load(str(tmp))
-        rewritten = apply_row_scales(model)
-        log.info("%s: %d activation quantizers made per-row", out_path.name, rewritten)
-    elif recipe.precision == "int4":
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_path)), block_size=32, is_symmetric=True, accuracy_level=4,
-                                         nodes_to_exclude=list(recipe.nodes_to_exclude))
-        quantizer.process()
-        model = quantizer.model.model
-    else:
+    int8 and int4 are written weight by weight from the fp32 graph on disk (converters/quantized_graph.py);
+    fp16 converts the graph in memory (ORT's converter; not a CPU variant, so not part of the lean build)."""
+    if recipe.precision in ("int8", "int4"):
+        fmt = MatMulFormat(recipe.precision, reduce_range=recipe.reduce_range)
+        files, count = write_quantized_graph(fp32_path, out_path, fmt, recipe.int8_embedding_table, recipe.nodes_to_exclude)
+        log.info("%s: %d MatMuls quantized%s", out_path.name, count,
+                 ", token table int8 per row" if recipe.int8_embedding_table else "")
+        return files
+    if recipe.precision != "fp16":
         raise ValueError(f"unknown precision {recipe.precision!r}")
-    return model
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with held_back_logs(out_path.name):
+        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    return save_graph(model, out_path)

@@ -52,16 +52,23 @@ class _Graph:
         return found[0] if len(found) == 1 and found[0].op_type == op_type else None
 
 
+def prepare_graph(model: onnx.ModelProto) -> None:
+    """Add the com.microsoft domain and the shared constants the rewritten GEMMs use."""
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= 18:  # ReduceMax takes `axes` as an input from opset 18
+        raise NotImplementedError("per-row scales are written for opset <= 17 graphs (ReduceMax axes attribute)")
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    present = {t.name for t in model.graph.initializer}
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in CONSTANTS.items() if k not in present)
+
+
 def apply_row_scales(model: onnx.ModelProto) -> int:
     """Rewrite every DynamicQuantizeLinear whose consumers all match the quantize_dynamic pattern.
 
     Returns how many were rewritten; any other DynamicQuantizeLinear is left as it is."""
     graph = _Graph(model)
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    present = {t.name for t in model.graph.initializer}
-    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in CONSTANTS.items() if k not in present)
+    prepare_graph(model)
     count = 0
     for node in list(model.graph.node):
         if node.op_type != "DynamicQuantizeLinear":
@@ -70,7 +77,7 @@ def apply_row_scales(model: onnx.ModelProto) -> int:
         if not chains or any(chain is None for chain in chains):
             continue
         position = list(model.graph.node).index(node)
-        new_nodes = _row_quantizer(node, opset)
+        new_nodes = _row_quantizer(node)
         for chain in chains:
             assert chain is not None
             new_nodes += _scaled_gemm(node, *chain)
@@ -103,12 +110,13 @@ def _gemm_chain(graph: _Graph, gemm: onnx.NodeProto, quant: onnx.NodeProto) -> C
     return gemm, scales, cast, final
 
 
-def _row_quantizer(node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
+def _row_quantizer(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    return row_quantizer_nodes(node.input[0], node.output[0], node.output[1], node.name or node.input[0])
+
+
+def row_quantizer_nodes(x: str, quantized: str, scale: str, tag: str) -> list[onnx.NodeProto]:
     """x -> q (uint8) and the row scale (..., 1): scale = max|row| / 127, q = round(x / scale) + 128."""
-    x, quantized, scale = node.input[0], node.output[0], node.output[1]
-    t = f"{node.name or x}/row"
-    if opset >= 18:  # ReduceMax takes `axes` as an input from opset 18
-        raise NotImplementedError("per-row scales are written for opset <= 17 graphs (ReduceMax axes attribute)")
+    t = f"{tag}/row"
     return [
         helper.make_node("Abs", [x], [f"{t}/abs"], name=f"{t}/Abs"),
         helper.make_node("ReduceMax", [f"{t}/abs"], [f"{t}/amax"], name=f"{t}/ReduceMax", axes=[-1], keepdims=1),
@@ -121,12 +129,17 @@ def _row_quantizer(node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
 
 def _scaled_gemm(quant: onnx.NodeProto, gemm: onnx.NodeProto, scales: onnx.NodeProto, cast: onnx.NodeProto,
                  final: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """The integer GEMM with the weight scales applied inside it, then the row scales: writes `final`'s output."""
-    w, w_zero_point = gemm.input[1], gemm.input[3]
     w_scale = scales.input[1] if scales.input[0] == quant.output[1] else scales.input[0]
-    out = f"{gemm.output[0]}_rowscaled"
+    return scaled_gemm_nodes(quant.output[0], quant.output[1], gemm.input[1], w_scale, gemm.input[3],
+                             final.output[0], gemm.name)
+
+
+def scaled_gemm_nodes(quantized: str, row_scale: str, w: str, w_scale: str, w_zero_point: str, out: str,
+                      name: str) -> list[onnx.NodeProto]:
+    """The integer GEMM with the weight scales applied inside it, then the row scales: writes `out`."""
+    unscaled = f"{out}_rowscaled"
     return [
-        helper.make_node("MatMulIntegerToFloat", [quant.output[0], w, "rowq_one", w_scale, "rowq_zero_point", w_zero_point],
-                         [out], name=f"{gemm.name}_to_float", domain="com.microsoft"),
-        helper.make_node("Mul", [out, quant.output[1]], [final.output[0]], name=f"{gemm.name}_row_scale"),
+        helper.make_node("MatMulIntegerToFloat", [quantized, w, "rowq_one", w_scale, "rowq_zero_point", w_zero_point],
+                         [unscaled], name=f"{name}_to_float", domain="com.microsoft"),
+        helper.make_node("Mul", [unscaled, row_scale], [out], name=f"{name}_row_scale"),
     ]

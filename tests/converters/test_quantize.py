@@ -10,14 +10,13 @@ import pytest
 
 pytest.importorskip("torch")
 import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, numpy_helper  # noqa: E402
 
 import edgeclip  # noqa: E402
 from converters import build as build_module  # noqa: E402
 from converters.build import BuildOptions, build_bundle  # noqa: E402
 from converters.errors import ConverterError, ToleranceExceeded  # noqa: E402
-from converters.quantize import RECIPES, quantize_embedding_tables  # noqa: E402
+from converters.quantize import RECIPES  # noqa: E402
 from converters.validate import LOSSY_MIN_COSINE  # noqa: E402
 
 
@@ -49,24 +48,6 @@ def test_variants_are_built_validated_and_described(variant_bundle: Path) -> Non
     model = onnx.load(str(variant_bundle / "text.int8.onnx"))
     tables = [t for t in model.graph.initializer if len(t.dims) == 2 and t.dims[1] == 64 and t.dims[0] > 1000]
     assert tables and all(t.data_type == TensorProto.INT8 for t in tables)
-
-
-def test_int8_token_table_is_within_half_a_step() -> None:
-    rng = np.random.default_rng(0)
-    table = (rng.standard_normal((50, 8)) * rng.uniform(0.1, 3.0, (50, 1))).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["out"], name="lookup", axis=0)], "g",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 8])],
-        [numpy_helper.from_array(table, "table")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    assert quantize_embedding_tables(model) == 1
-    ids = np.array([0, 7, 49, 7], dtype=np.int64)
-    out = ort.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})[0]
-    step = np.abs(table).max(axis=1) / 127.0
-    assert np.all(np.abs(out - table[ids]) <= step[ids, None] / 2 + 1e-7)
-    assert np.abs(out - table[ids]).max() > 0  # it really is quantized
 
 
 def _weight_range(graph: Path) -> int:
