@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -162,37 +163,66 @@ def check_inventory(header: dict[str, tuple[str, tuple[int, ...]]], expected: di
 
 
 def merge_lora(weight: Tensor, lora_a: Tensor, lora_b: Tensor, adapter: int, scaling: float, embedding: bool) -> Tensor:
-    """Fold one LoRA adapter into its base weight (fp32), as the parametrization computes it."""
+    """Fold one LoRA adapter into its base weight (fp32), as the parametrization computes it: weight + scaling * delta.
+
+    Computed in the delta's own storage (x + y == y + x exactly in IEEE arithmetic), so the 250002x1024
+    token table costs one extra copy while merging, not three."""
     if embedding:  # A: [vocab, r], B: [r, dim]
         delta = lora_a[adapter] @ lora_b[adapter]
     else:  # A: [r, in], B: [out, r]
         delta = lora_b[adapter] @ lora_a[adapter]
-    return weight + scaling * delta
+    return delta.mul_(scaling).add_(weight)
+
+
+_NUMPY_STORAGE = {"F16": (np.uint16, torch.float16), "BF16": (np.uint16, torch.bfloat16), "F32": (np.float32, torch.float32)}
+
+
+class _SafetensorsReader:
+    """Tensors of a safetensors file read with plain file reads.
+
+    safetensors' own safe_open memory-maps the file, and every mapped page it touches counts toward the
+    process's RSS until the file is closed: 1.1 GB for the text tower, on top of its 2.2 GB of fp32."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            self.entries = {k: v for k, v in json.loads(handle.read(length)).items() if k != "__metadata__"}
+        self.data_start = 8 + length
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def get_tensor(self, key: str) -> Tensor:
+        entry = self.entries[key]
+        numpy_dtype, torch_dtype = _NUMPY_STORAGE[entry["dtype"]]
+        start, end = entry["data_offsets"]
+        with open(self.path, "rb") as handle:
+            handle.seek(self.data_start + start)
+            array = np.fromfile(handle, dtype=numpy_dtype, count=(end - start) // np.dtype(numpy_dtype).itemsize)
+        return torch.from_numpy(array).view(torch_dtype).reshape(entry["shape"])
 
 
 def load_tower_state(source: CheckpointSource, cfg: ClipConfig, tower: Tower) -> dict[str, Tensor]:
     """One tower's fp32 state dict with LoRA merged, keyed like the reference module."""
-    from safetensors import safe_open
-
     weights = source.path(WEIGHTS_FILE)
     check_inventory(read_safetensors_header(weights), official_inventory(cfg), weights)
     prefix = TOWER_PREFIX[tower]
     state: dict[str, Tensor] = {}
-    with safe_open(str(weights), framework="pt") as handle:
-        keys = [k for k in handle.keys() if k.startswith(prefix)]
-        for key in keys:
-            if ".parametrizations.weight.0.lora_" in key:
-                continue  # consumed with their base weight below
-            name = key[len(prefix):]
-            tensor = handle.get_tensor(key).to(torch.float32)
-            if name.endswith(".parametrizations.weight.original"):
-                owner = name.removesuffix(".parametrizations.weight.original")
-                lora_a = handle.get_tensor(f"{prefix}{owner}.parametrizations.weight.0.lora_A").to(torch.float32)
-                lora_b = handle.get_tensor(f"{prefix}{owner}.parametrizations.weight.0.lora_B").to(torch.float32)
-                embedding = owner.startswith("embeddings.")
-                tensor = merge_lora(tensor, lora_a, lora_b, cfg.text.active_adapter, cfg.text.lora_scaling, embedding)
-                name = owner + ".weight"
-            state[name] = tensor
+    handle = _SafetensorsReader(weights)
+    for key in [k for k in handle.keys() if k.startswith(prefix)]:
+        if ".parametrizations.weight.0.lora_" in key:
+            continue  # consumed with their base weight below
+        name = key[len(prefix):]
+        tensor = handle.get_tensor(key).to(torch.float32)
+        if name.endswith(".parametrizations.weight.original"):
+            owner = name.removesuffix(".parametrizations.weight.original")
+            lora_a = handle.get_tensor(f"{prefix}{owner}.parametrizations.weight.0.lora_A").to(torch.float32)
+            lora_b = handle.get_tensor(f"{prefix}{owner}.parametrizations.weight.0.lora_B").to(torch.float32)
+            embedding = owner.startswith("embeddings.")
+            tensor = merge_lora(tensor, lora_a, lora_b, cfg.text.active_adapter, cfg.text.lora_scaling, embedding)
+            name = owner + ".weight"
+        state[name] = tensor
     return state
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from .config import ClipConfig
 from .fusion import fuse_attention
+from .graph_data import GraphWeights, save_streamed
 from .reference.attention import PLACEHOLDER_DOMAIN, unfused_export
 from .specs import ExportSpec
 
@@ -101,9 +102,11 @@ def export_tower(model: nn.Module, cfg: ClipConfig, spec: ExportSpec, out_path: 
                 custom_opsets={PLACEHOLDER_DOMAIN: 1},
                 dynamo=False,
             )
-        proto = onnx.load(str(raw))  # also reads any per-tensor files torch wrote for big models
-    proto.producer_name = "edgeclip.converters"
-    share_large_constants(proto)
-    if not portable:
-        fuse_attention(proto)
-    return save_graph(proto, out_path)
+        # Structure only: the weights (torch writes one file per tensor past 2 GB) are copied one at a time,
+        # so the full-size text export never holds a second 2.2 GB copy beside the torch model.
+        proto = onnx.load(str(raw), load_external_data=False)
+        proto.producer_name = "edgeclip.converters"
+        share_large_constants(proto)
+        if not portable:
+            fuse_attention(proto)
+        return save_streamed(GraphWeights(raw, proto), out_path)

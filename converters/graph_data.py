@@ -40,11 +40,11 @@ def _raw(array: np.ndarray) -> memoryview:
 
 
 class GraphWeights:
-    """A graph's structure in memory and its weights on disk."""
+    """A graph's structure in memory and its weights on disk (external data is resolved beside `graph`)."""
 
-    def __init__(self, graph: Path) -> None:
+    def __init__(self, graph: Path, model: onnx.ModelProto | None = None) -> None:
         self.path = Path(graph)
-        self.model = onnx.load(str(self.path), load_external_data=False)
+        self.model = model if model is not None else onnx.load(str(self.path), load_external_data=False)
         self.initializers = {t.name: t for t in self.model.graph.initializer}
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -110,6 +110,15 @@ class DataFileWriter:
         self._file.close()
         onnx.save_model(model, str(self.graph))
         return [self.graph, self.data_path]
+
+
+def save_streamed(source: GraphWeights, out_graph: Path) -> list[Path]:
+    """Write `source.model` to `out_graph` + `.data`, copying its weights one tensor at a time."""
+    writer = DataFileWriter(out_graph)
+    copied = [writer.tensor(t.name, source.read(t.name)) for t in source.model.graph.initializer]
+    del source.model.graph.initializer[:]
+    source.model.graph.initializer.extend(copied)
+    return writer.save(source.model)
 
 
 class _RowStream:
