@@ -19,10 +19,11 @@ from edgeclip.bundle import Bundle, Manifest, SourceInfo, Variant, VocabInfo
 from edgeclip.session import TowerSession
 
 from .atomic import staged_directory
-from .checkpoint import TOWERS, CheckpointSource, Tower, load_reference, resolve_source
+from .checkpoint import TOWERS, WEIGHTS_FILE, CheckpointSource, Tower, load_reference, resolve_source
 from .config import ClipConfig, PreprocessConfig, load_clip_config, load_preprocess_config
 from .export import export_tower
 from .heads import MatryoshkaHead, check_head_dim
+from .isolated import run_in_fresh_process
 from .progress import stage
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
 from .errors import ConverterError
@@ -37,6 +38,10 @@ from .validate import check_figures, raise_on_failures, tolerance, validate_text
 
 log = logging.getLogger(__name__)
 
+# A fresh process costs ~5 s of imports per tower; it pays at full size (1.7 GB of weights), where the
+# export's leftovers would otherwise raise the next tower's peak by ~2.5 GB.
+ISOLATE_ABOVE_BYTES = 1_000_000_000
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -48,6 +53,45 @@ class BuildOptions:
     head_dim: int | None = None  # small-device head: every graph outputs the normalized prefix of this width
     image_size: int | None = None  # resolution variant: the image tower exported for this square input (converters/resolution.py)
     vocab_from: tuple[str, ...] = ()  # corpus files: keep only the token-table rows they need (converters/vocab.py)
+    isolate_export: bool | None = None  # export in a fresh process; None: when the weights exceed ISOLATE_ABOVE_BYTES
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """What the export stage needs, picklable: it runs in a fresh process (converters/isolated.py)."""
+
+    source: CheckpointSource
+    source_cfg: ClipConfig  # the checkpoint's config
+    cfg: ClipConfig  # the exported graphs' config (another image size)
+    tower: Tower
+    head_dim: int | None
+    stage: Path
+    portable: bool  # also export the standard-ops fp32 graph
+
+
+def reference_model(source: CheckpointSource, source_cfg: ClipConfig, cfg: ClipConfig, tower: Tower,
+                    head_dim: int | None) -> nn.Module:
+    """The PyTorch reference of `tower` as it is exported (resized, with a small-device head)."""
+    model: nn.Module = load_reference(source, tower, source_cfg)
+    if tower == "vision" and cfg.vision.image_size != source_cfg.vision.image_size:
+        log.info("vision: position embeddings resampled and RoPE tables recomputed for %d px", cfg.vision.image_size)
+        model = resize_vision_tower(model, cfg)
+    if head_dim is not None:
+        model = MatryoshkaHead(model, head_dim).eval()
+    return model
+
+
+def export_fp32_graphs(job: ExportJob) -> dict[str, list[Path]]:
+    """Load the reference and export its fp32 graph(s); returns variant name -> files."""
+    spec = export_spec(job.cfg, job.tower, job.head_dim)
+    with stage(f"{job.tower}: loading the reference"):
+        model = reference_model(job.source, job.source_cfg, job.cfg, job.tower, job.head_dim)
+    with stage(f"{job.tower}: exporting fp32 ONNX"):
+        files = {"fp32": export_tower(model, job.cfg, spec, job.stage / f"{job.tower}.fp32.onnx")}
+    if job.portable:
+        with stage(f"{job.tower}: exporting the portable fp32 graph (standard ONNX ops)"):
+            files[PORTABLE] = export_tower(model, job.cfg, spec, job.stage / f"{job.tower}.{PORTABLE}.onnx", portable=True)
+    return files
 
 
 class _StagedBundle:
@@ -68,32 +112,19 @@ class _StagedBundle:
                                  self.variants.get("vision"), source_image_size=self.source_cfg.vision.image_size,
                                  vocab=self.vocab)
 
-    def reference(self, tower: Tower, options: BuildOptions) -> nn.Module:
-        """The PyTorch reference of `tower` as it is exported (resized, with a small-device head)."""
-        model: nn.Module = load_reference(self.source, tower, self.source_cfg)
-        if tower == "vision" and self.cfg.vision.image_size != self.source_cfg.vision.image_size:
-            log.info("vision: position embeddings resampled and RoPE tables recomputed for %d px", self.cfg.vision.image_size)
-            model = resize_vision_tower(model, self.cfg)
-        if options.head_dim is not None:
-            model = MatryoshkaHead(model, options.head_dim).eval()
-        return model
-
     def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, options: BuildOptions) -> list[str]:
         """Export fp32, derive the other variants, validate each through the runtime; returns gate failures.
 
-        Memory: the reference is freed as soon as the graphs that need it are exported, the quantized
-        variants are derived from the fp32 graph on disk, and the reference is loaded again only to validate."""
+        Memory: the export runs in a fresh process that ends with it, the quantized variants are written
+        weight by weight from the fp32 graph on disk, and only validation holds the reference here."""
         spec = export_spec(self.cfg, tower, options.head_dim)
-        with stage(f"{tower}: loading the reference"):
-            model: nn.Module | None = self.reference(tower, options)
-        with stage(f"{tower}: exporting fp32 ONNX"):
-            fp32_files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
-        files = {"fp32": fp32_files}
-        if PORTABLE in variants:
-            with stage(f"{tower}: exporting the portable fp32 graph (standard ONNX ops)"):
-                files[PORTABLE] = export_tower(model, self.cfg, spec, self.stage / f"{tower}.{PORTABLE}.onnx", portable=True)
-        del model
+        job = ExportJob(self.source, self.source_cfg, self.cfg, tower, options.head_dim, self.stage, PORTABLE in variants)
+        isolate = options.isolate_export
+        if isolate is None:
+            isolate = self.source.path(WEIGHTS_FILE).stat().st_size > ISOLATE_ABOVE_BYTES
+        files = run_in_fresh_process(export_fp32_graphs, job) if isolate else export_fp32_graphs(job)
         gc.collect()
+        fp32_files = files["fp32"]
         for name in variants:
             if name not in files:
                 with stage(f"{tower}: building the {name} variant"):
@@ -103,8 +134,8 @@ class _StagedBundle:
         # A provisional manifest lets validation open each graph exactly as users will.
         write_manifest(self.stage, self.manifest())
         failures: list[str] = []
-        with stage(f"{tower}: loading the reference again, for validation"):
-            model = self.reference(tower, options)
+        with stage(f"{tower}: loading the reference, for validation"):
+            model = reference_model(self.source, self.source_cfg, self.cfg, tower, options.head_dim)
         for name, variant_files in files.items():
             with stage(f"{tower}/{name}: validating against the reference"):
                 session = TowerSession(Bundle.open(self.stage), tower, name, threads=options.threads)

@@ -196,3 +196,22 @@ def test_attention_is_fused_into_multi_head_attention(tiny_bundle: Path) -> None
         assert len(rotations) == 2 * layers
         assert all({a.name: a.i for a in n.attribute}["interleaved"] == interleaved for n in rotations)
         assert "Neg" not in {n.op_type for n in graph.node}
+
+
+def test_export_in_a_fresh_process_writes_the_same_graphs(tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    # Full-size builds export each tower in a spawned process (converters/isolated.py); here the tiny one is forced to.
+    out = tmp_path / "isolated"
+    build_bundle(str(tiny_checkpoint), out, BuildOptions(isolate_export=True))
+    for name in ("text.fp32.onnx", "text.fp32.onnx.data", "vision.fp32.onnx", "vision.fp32.onnx.data"):
+        assert sha256_file(out / name) == sha256_file(tiny_bundle / name), name
+
+
+def test_an_error_in_the_export_process_is_raised_in_the_build(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, broken)
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    with pytest.raises(ConverterError):
+        build_bundle(str(broken), tmp_path / "b", BuildOptions(isolate_export=True))
+    assert not (tmp_path / "b").exists()
