@@ -169,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConverterError, EdgeClipError) as exc:  # EdgeClipError: a bundle the runtime refuses (publish, validate)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permissions: the staging directory is already removed, nothing half-written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; nothing was written. Free space or fix the permissions and run it again.",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

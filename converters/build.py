@@ -38,8 +38,8 @@ from .validate import check_figures, raise_on_failures, tolerance, validate_text
 
 log = logging.getLogger(__name__)
 
-# A fresh process costs ~5 s of imports per tower; it pays at full size (1.7 GB of weights), where the
-# export's leftovers would otherwise raise the next tower's peak by ~2.5 GB.
+# A fresh process per tower costs ~5 s of imports; it pays at full size (1.7 GB of weights), where the
+# allocator keeps what the text tower used and the vision tower's export starts on top of it.
 ISOLATE_ABOVE_BYTES = 1_000_000_000
 
 
@@ -53,20 +53,7 @@ class BuildOptions:
     head_dim: int | None = None  # small-device head: every graph outputs the normalized prefix of this width
     image_size: int | None = None  # resolution variant: the image tower exported for this square input (converters/resolution.py)
     vocab_from: tuple[str, ...] = ()  # corpus files: keep only the token-table rows they need (converters/vocab.py)
-    isolate_export: bool | None = None  # export in a fresh process; None: when the weights exceed ISOLATE_ABOVE_BYTES
-
-
-@dataclass(frozen=True)
-class ExportJob:
-    """What the export stage needs, picklable: it runs in a fresh process (converters/isolated.py)."""
-
-    source: CheckpointSource
-    source_cfg: ClipConfig  # the checkpoint's config
-    cfg: ClipConfig  # the exported graphs' config (another image size)
-    tower: Tower
-    head_dim: int | None
-    stage: Path
-    portable: bool  # also export the standard-ops fp32 graph
+    isolate_towers: bool | None = None  # build each tower in a fresh process; None: when the weights exceed ISOLATE_ABOVE_BYTES
 
 
 def reference_model(source: CheckpointSource, source_cfg: ClipConfig, cfg: ClipConfig, tower: Tower,
@@ -79,19 +66,6 @@ def reference_model(source: CheckpointSource, source_cfg: ClipConfig, cfg: ClipC
     if head_dim is not None:
         model = MatryoshkaHead(model, head_dim).eval()
     return model
-
-
-def export_fp32_graphs(job: ExportJob) -> dict[str, list[Path]]:
-    """Load the reference and export its fp32 graph(s); returns variant name -> files."""
-    spec = export_spec(job.cfg, job.tower, job.head_dim)
-    with stage(f"{job.tower}: loading the reference"):
-        model = reference_model(job.source, job.source_cfg, job.cfg, job.tower, job.head_dim)
-    with stage(f"{job.tower}: exporting fp32 ONNX"):
-        files = {"fp32": export_tower(model, job.cfg, spec, job.stage / f"{job.tower}.fp32.onnx")}
-    if job.portable:
-        with stage(f"{job.tower}: exporting the portable fp32 graph (standard ONNX ops)"):
-            files[PORTABLE] = export_tower(model, job.cfg, spec, job.stage / f"{job.tower}.{PORTABLE}.onnx", portable=True)
-    return files
 
 
 class _StagedBundle:
@@ -115,16 +89,19 @@ class _StagedBundle:
     def add_tower(self, tower: Tower, variants: tuple[str, ...], tokenizer: Tokenizer, options: BuildOptions) -> list[str]:
         """Export fp32, derive the other variants, validate each through the runtime; returns gate failures.
 
-        Memory: the export runs in a fresh process that ends with it, the quantized variants are written
-        weight by weight from the fp32 graph on disk, and only validation holds the reference here."""
+        Memory: the reference is freed once the fp32 graphs are exported, the quantized variants are
+        written weight by weight from the fp32 graph on disk, and the reference is loaded again to validate."""
         spec = export_spec(self.cfg, tower, options.head_dim)
-        job = ExportJob(self.source, self.source_cfg, self.cfg, tower, options.head_dim, self.stage, PORTABLE in variants)
-        isolate = options.isolate_export
-        if isolate is None:
-            isolate = self.source.path(WEIGHTS_FILE).stat().st_size > ISOLATE_ABOVE_BYTES
-        files = run_in_fresh_process(export_fp32_graphs, job) if isolate else export_fp32_graphs(job)
+        with stage(f"{tower}: loading the reference"):
+            model: nn.Module | None = reference_model(self.source, self.source_cfg, self.cfg, tower, options.head_dim)
+        with stage(f"{tower}: exporting fp32 ONNX"):
+            fp32_files = export_tower(model, self.cfg, spec, self.stage / f"{tower}.fp32.onnx")
+        files = {"fp32": fp32_files}
+        if PORTABLE in variants:
+            with stage(f"{tower}: exporting the portable fp32 graph (standard ONNX ops)"):
+                files[PORTABLE] = export_tower(model, self.cfg, spec, self.stage / f"{tower}.{PORTABLE}.onnx", portable=True)
+        del model
         gc.collect()
-        fp32_files = files["fp32"]
         for name in variants:
             if name not in files:
                 with stage(f"{tower}: building the {name} variant"):
@@ -153,6 +130,13 @@ class _StagedBundle:
                 self.prune_vocabulary(files, spec, tokenizer, options)
         return failures
 
+    def add_tower_in_fresh_process(self, tower: Tower, variants: tuple[str, ...], options: BuildOptions) -> list[str]:
+        """add_tower in a spawned process (converters/isolated.py): all it used goes back to the OS when it ends."""
+        built, vocab, failures = run_in_fresh_process(_build_tower, _TowerJob(self, tower, variants, options))
+        self.variants[tower] = built
+        self.vocab = vocab or self.vocab
+        return failures
+
     def prune_vocabulary(self, files: dict[str, list[Path]], spec: Any, tokenizer: Tokenizer, options: BuildOptions) -> None:
         """Cut the text graphs' token tables to what the corpus needs; covered texts must embed bit for bit as before."""
         import edgeclip
@@ -176,6 +160,20 @@ class _StagedBundle:
                                      f"(max |diff| {np.abs(after - before[name]).max():.2e}); this is a bug")
 
 
+@dataclass(frozen=True)
+class _TowerJob:
+    staged: _StagedBundle
+    tower: Tower
+    variants: tuple[str, ...]
+    options: BuildOptions
+
+
+def _build_tower(job: _TowerJob) -> tuple[dict[str, Variant], VocabInfo | None, list[str]]:
+    tokenizer = Tokenizer.from_file(str(job.staged.stage / TOKENIZER_FILE))
+    failures = job.staged.add_tower(job.tower, job.variants, tokenizer, job.options)
+    return job.staged.variants[job.tower], job.staged.vocab, failures
+
+
 def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOptions()) -> Bundle:
     """Export, validate and package; raises ToleranceExceeded (and writes nothing) if a graph fails."""
     source = resolve_source(source_ref, options.revision)
@@ -192,7 +190,15 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     with staged_directory(out, overwrite=options.overwrite) as stage:
         staged = _StagedBundle(stage, source, cfg, pre, options.image_size)
         shutil.copyfile(source.path(TOKENIZER_FILE), stage / TOKENIZER_FILE)
-        failures = [f for tower in options.towers for f in staged.add_tower(tower, variants, tokenizer, options)]
+        isolate = options.isolate_towers
+        if isolate is None:
+            isolate = source.path(WEIGHTS_FILE).stat().st_size > ISOLATE_ABOVE_BYTES
+        failures: list[str] = []
+        for tower in options.towers:
+            if isolate:
+                failures += staged.add_tower_in_fresh_process(tower, variants, options)
+            else:
+                failures += staged.add_tower(tower, variants, tokenizer, options)
         raise_on_failures(failures)  # leaving the block by exception removes the staging directory
         write_manifest(stage, staged.manifest())
     return Bundle.open(out)

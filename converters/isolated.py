@@ -1,10 +1,10 @@
-"""Run one heavy build stage in a fresh process, so all of its memory goes back to the OS when it ends.
+"""Run one heavy build step (a tower) in a fresh process, so all of its memory goes back to the OS when it ends.
 
 Exporting a tower holds the PyTorch model, the exporter's folded copies of its weights and the
-serialized graph at once (full-size text: ~5 GB). In the build's own process the allocator keeps
-much of that after the stage, and the next tower's export starts on top of it (full int8 build:
-vision export peak 6.9 GB after the text tower). A spawned child starts from a bare interpreter and
-returns only file paths.
+serialized graph at once (full-size text: ~5 GB), and validating it holds the model and an ONNX
+Runtime session. In one process the allocator keeps much of that afterwards and the next tower starts
+on top of it (full int8 build: the vision export peaked at 6.9 GB after the text tower). A spawned
+child starts from a bare interpreter and hands back only the manifest entries it wrote.
 """
 
 from __future__ import annotations

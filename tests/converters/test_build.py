@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import stat
 from pathlib import Path
@@ -198,12 +199,15 @@ def test_attention_is_fused_into_multi_head_attention(tiny_bundle: Path) -> None
         assert "Neg" not in {n.op_type for n in graph.node}
 
 
-def test_export_in_a_fresh_process_writes_the_same_graphs(tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path) -> None:
-    # Full-size builds export each tower in a spawned process (converters/isolated.py); here the tiny one is forced to.
-    out = tmp_path / "isolated"
-    build_bundle(str(tiny_checkpoint), out, BuildOptions(isolate_export=True))
-    for name in ("text.fp32.onnx", "text.fp32.onnx.data", "vision.fp32.onnx", "vision.fp32.onnx.data"):
-        assert sha256_file(out / name) == sha256_file(tiny_bundle / name), name
+def test_towers_built_in_fresh_processes_give_the_same_bundle(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    # Full-size builds build each tower in a spawned process (converters/isolated.py); here the tiny one is forced to.
+    options = BuildOptions(variants=("int8",))
+    build_bundle(str(tiny_checkpoint), tmp_path / "here", options)
+    build_bundle(str(tiny_checkpoint), tmp_path / "isolated", dataclasses.replace(options, isolate_towers=True))
+    here, isolated = Bundle.open(tmp_path / "here").manifest, Bundle.open(tmp_path / "isolated").manifest
+    assert isolated == here  # variants, sizes, checksums and gate figures
+    for name in ("text.fp32.onnx.data", "text.int8.onnx.data", "vision.fp32.onnx.data", "vision.int8.onnx.data"):
+        assert sha256_file(tmp_path / "isolated" / name) == sha256_file(tmp_path / "here" / name), name
 
 
 def test_an_error_in_the_export_process_is_raised_in_the_build(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -213,5 +217,23 @@ def test_an_error_in_the_export_process_is_raised_in_the_build(tiny_checkpoint: 
     shutil.copytree(tiny_checkpoint, broken)
     (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
     with pytest.raises(ConverterError):
-        build_bundle(str(broken), tmp_path / "b", BuildOptions(isolate_export=True))
+        build_bundle(str(broken), tmp_path / "b", BuildOptions(isolate_towers=True))
     assert not (tmp_path / "b").exists()
+
+
+def test_a_full_disk_is_one_line_exit_1_and_leaves_nothing(tiny_checkpoint: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    from converters.__main__ import main as converters_main
+    from converters.graph_data import DataFileWriter
+
+    def full(self: DataFileWriter, name: str, array: np.ndarray) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.data_path))
+
+    monkeypatch.setattr(DataFileWriter, "tensor", full)
+    assert converters_main(["build", str(tiny_checkpoint), "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: No space left on device (") and "Traceback" not in err
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b*"))
