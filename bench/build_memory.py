@@ -2,11 +2,10 @@
 
     python -m bench.build_memory CHECKPOINT --variants int8 --variants int8,int4 [--work /tmp/x] [--out bench/results]
 
-Each build runs under `/usr/bin/time -v` (its "Maximum resident set size" is the largest single
-process: the build or one of its export processes). Because a full-size build exports each tower in
-a child process, the whole process tree's RSS (build + children, summed) is also sampled every 0.2 s,
-which is what a machine must actually hold. The build's own stage lines (wall time and peak RSS per
-stage) are kept in the report.
+Each build runs under `/usr/bin/time -v` (its "Maximum resident set size" is that of the largest single
+process). The whole process tree's RSS (the build and any processes it starts, summed) is also sampled
+every 0.2 s: that is what a machine must actually hold. The build's own stage lines (wall time and
+peak RSS per stage) are kept in the report.
 """
 
 from __future__ import annotations

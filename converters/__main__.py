@@ -11,7 +11,6 @@ from edgeclip.errors import EdgeClipError
 
 from . import require_convert_deps
 from .errors import ConverterError
-from .isolated import LOG_DATE_FORMAT, LOG_FORMAT
 
 
 def _make_checkpoint(args: argparse.Namespace) -> int:
@@ -160,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if args.verbose:
         logging.getLogger("converters").setLevel(logging.DEBUG)
     try:

@@ -19,11 +19,10 @@ from edgeclip.bundle import Bundle, Manifest, SourceInfo, Variant, VocabInfo
 from edgeclip.session import TowerSession
 
 from .atomic import staged_directory
-from .checkpoint import TOWERS, WEIGHTS_FILE, CheckpointSource, Tower, load_reference, resolve_source
+from .checkpoint import TOWERS, CheckpointSource, Tower, load_reference, resolve_source
 from .config import ClipConfig, PreprocessConfig, load_clip_config, load_preprocess_config
 from .export import export_tower
 from .heads import MatryoshkaHead, check_head_dim
-from .isolated import run_in_fresh_process
 from .progress import stage
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
 from .errors import ConverterError
@@ -38,10 +37,6 @@ from .validate import check_figures, raise_on_failures, tolerance, validate_text
 
 log = logging.getLogger(__name__)
 
-# A fresh process per tower costs ~5 s of imports; it pays at full size (1.7 GB of weights), where the
-# allocator keeps what the text tower used and the vision tower's export starts on top of it.
-ISOLATE_ABOVE_BYTES = 1_000_000_000
-
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -53,7 +48,6 @@ class BuildOptions:
     head_dim: int | None = None  # small-device head: every graph outputs the normalized prefix of this width
     image_size: int | None = None  # resolution variant: the image tower exported for this square input (converters/resolution.py)
     vocab_from: tuple[str, ...] = ()  # corpus files: keep only the token-table rows they need (converters/vocab.py)
-    isolate_towers: bool | None = None  # build each tower in a fresh process; None: when the weights exceed ISOLATE_ABOVE_BYTES
 
 
 def reference_model(source: CheckpointSource, source_cfg: ClipConfig, cfg: ClipConfig, tower: Tower,
@@ -130,13 +124,6 @@ class _StagedBundle:
                 self.prune_vocabulary(files, spec, tokenizer, options)
         return failures
 
-    def add_tower_in_fresh_process(self, tower: Tower, variants: tuple[str, ...], options: BuildOptions) -> list[str]:
-        """add_tower in a spawned process (converters/isolated.py): all it used goes back to the OS when it ends."""
-        built, vocab, failures = run_in_fresh_process(_build_tower, _TowerJob(self, tower, variants, options))
-        self.variants[tower] = built
-        self.vocab = vocab or self.vocab
-        return failures
-
     def prune_vocabulary(self, files: dict[str, list[Path]], spec: Any, tokenizer: Tokenizer, options: BuildOptions) -> None:
         """Cut the text graphs' token tables to what the corpus needs; covered texts must embed bit for bit as before."""
         import edgeclip
@@ -160,20 +147,6 @@ class _StagedBundle:
                                      f"(max |diff| {np.abs(after - before[name]).max():.2e}); this is a bug")
 
 
-@dataclass(frozen=True)
-class _TowerJob:
-    staged: _StagedBundle
-    tower: Tower
-    variants: tuple[str, ...]
-    options: BuildOptions
-
-
-def _build_tower(job: _TowerJob) -> tuple[dict[str, Variant], VocabInfo | None, list[str]]:
-    tokenizer = Tokenizer.from_file(str(job.staged.stage / TOKENIZER_FILE))
-    failures = job.staged.add_tower(job.tower, job.variants, tokenizer, job.options)
-    return job.staged.variants[job.tower], job.staged.vocab, failures
-
-
 def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOptions()) -> Bundle:
     """Export, validate and package; raises ToleranceExceeded (and writes nothing) if a graph fails."""
     source = resolve_source(source_ref, options.revision)
@@ -190,15 +163,7 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     with staged_directory(out, overwrite=options.overwrite) as stage:
         staged = _StagedBundle(stage, source, cfg, pre, options.image_size)
         shutil.copyfile(source.path(TOKENIZER_FILE), stage / TOKENIZER_FILE)
-        isolate = options.isolate_towers
-        if isolate is None:
-            isolate = source.path(WEIGHTS_FILE).stat().st_size > ISOLATE_ABOVE_BYTES
-        failures: list[str] = []
-        for tower in options.towers:
-            if isolate:
-                failures += staged.add_tower_in_fresh_process(tower, variants, options)
-            else:
-                failures += staged.add_tower(tower, variants, tokenizer, options)
+        failures = [f for tower in options.towers for f in staged.add_tower(tower, variants, tokenizer, options)]
         raise_on_failures(failures)  # leaving the block by exception removes the staging directory
         write_manifest(stage, staged.manifest())
     return Bundle.open(out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import stat
 from pathlib import Path
@@ -199,28 +198,6 @@ def test_attention_is_fused_into_multi_head_attention(tiny_bundle: Path) -> None
         assert "Neg" not in {n.op_type for n in graph.node}
 
 
-def test_towers_built_in_fresh_processes_give_the_same_bundle(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    # Full-size builds build each tower in a spawned process (converters/isolated.py); here the tiny one is forced to.
-    options = BuildOptions(variants=("int8",))
-    build_bundle(str(tiny_checkpoint), tmp_path / "here", options)
-    build_bundle(str(tiny_checkpoint), tmp_path / "isolated", dataclasses.replace(options, isolate_towers=True))
-    here, isolated = Bundle.open(tmp_path / "here").manifest, Bundle.open(tmp_path / "isolated").manifest
-    assert isolated == here  # variants, sizes, checksums and gate figures
-    for name in ("text.fp32.onnx.data", "text.int8.onnx.data", "vision.fp32.onnx.data", "vision.int8.onnx.data"):
-        assert sha256_file(tmp_path / "isolated" / name) == sha256_file(tmp_path / "here" / name), name
-
-
-def test_an_error_in_the_export_process_is_raised_in_the_build(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    import shutil
-
-    broken = tmp_path / "ckpt"
-    shutil.copytree(tiny_checkpoint, broken)
-    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
-    with pytest.raises(ConverterError):
-        build_bundle(str(broken), tmp_path / "b", BuildOptions(isolate_towers=True))
-    assert not (tmp_path / "b").exists()
-
-
 def test_a_full_disk_is_one_line_exit_1_and_leaves_nothing(tiny_checkpoint: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,3 +214,4 @@ def test_a_full_disk_is_one_line_exit_1_and_leaves_nothing(tiny_checkpoint: Path
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: No space left on device (") and "Traceback" not in err
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b*"))
+
