@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def held_back_logs(label: str) -> Iterator[None]:
-    """ORT's quantizers log a line per tensor (~190-230 per full-size tower) and a pre-processing hint: hold those
+    """ORT's converters log a line per tensor and hints: hold those
     back and say how many there were. With `--verbose` (DEBUG on the converters logger) all pass."""
     if log.isEnabledFor(logging.DEBUG):
         yield

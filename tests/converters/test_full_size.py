@@ -1,4 +1,4 @@
-"""Full-size random checkpoint -> bundle on this machine (opt-in: --run-slow; ~10 min, ~10 GB RAM)."""
+"""Full-size random checkpoint -> bundle on this machine (opt-in: --run-slow; ~10 min, ~7 GB RAM)."""
 
 from __future__ import annotations
 
