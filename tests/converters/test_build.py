@@ -215,3 +215,26 @@ def test_a_full_disk_is_one_line_exit_1_and_leaves_nothing(tiny_checkpoint: Path
     assert err.strip().splitlines()[-1].startswith("error: No space left on device (") and "Traceback" not in err
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b*"))
 
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["fused", "portable"])
+def test_the_image_graph_traced_at_batch_1_is_the_one_traced_at_batch_2(tiny_checkpoint: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch, portable: bool) -> None:
+    # export.sample_inputs traces images at batch 1 to save memory; a tracer that specialized the batch would show here.
+    import onnx
+
+    from converters import export
+    from converters.config import load_clip_config
+    from converters.specs import export_spec
+
+    cfg = load_clip_config(tiny_checkpoint / "config.json")
+    model, spec = load_reference(resolve_source(str(tiny_checkpoint)), "vision"), export_spec(cfg, "vision", None)
+    for folder in ("b1", "b2"):
+        (tmp_path / folder).mkdir()
+    export.export_tower(model, cfg, spec, tmp_path / "b1" / "v.onnx", portable=portable)
+    original = export.sample_inputs
+    monkeypatch.setattr(export, "sample_inputs", lambda cfg, spec: original(cfg, spec, image_batch=2))
+    export.export_tower(model, cfg, spec, tmp_path / "b2" / "v.onnx", portable=portable)
+    one, two = (onnx.load(str(tmp_path / n / "v.onnx"), load_external_data=False) for n in ("b1", "b2"))
+    assert one.graph.SerializeToString() == two.graph.SerializeToString()
+    assert sha256_file(tmp_path / "b1" / "v.onnx.data") == sha256_file(tmp_path / "b2" / "v.onnx.data")
