@@ -69,7 +69,8 @@ def run_build(checkpoint: Path, variants: str, out: Path) -> dict:
     sampler.join()
     wall = time.monotonic() - start
     if process.returncode != 0:
-        raise SystemExit(f"build --variants {variants} failed:\n{stderr[-3000:]}")
+        build_output = re.split(r"\n(?:Command exited|\tCommand being timed)", stderr)[0]  # without time's report
+        raise SystemExit(f"build --variants {variants} failed:\n{build_output[-3000:]}")
     max_rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
     stages = [line for line in stderr.splitlines() if re.match(r"\d\d:\d\d:\d\d .*: \d+ s, peak", line)]
     return {"variants": variants, "wall_s": round(wall, 1), "max_rss_gb_single_process": round(max_rss_kb / 1e6, 2),
