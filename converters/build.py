@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-
 import gc
 import logging
 import shutil
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -21,19 +20,19 @@ from edgeclip.session import TowerSession
 from .atomic import staged_directory
 from .checkpoint import TOWERS, CheckpointSource, Tower, load_reference, resolve_source
 from .config import ClipConfig, PreprocessConfig, load_clip_config, load_preprocess_config
+from .errors import ConverterError
 from .export import export_tower
 from .heads import MatryoshkaHead, check_head_dim
-from .progress import stage
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
-from .errors import ConverterError
+from .progress import stage
 from .quantize import RECIPES, quantize_graph
 from .resolution import at_image_size, resize_vision_tower
+from .specs import export_spec
+from .validate import check_figures, raise_on_failures, tolerance, validate_text, validate_vision
 from .vocab import corpus_texts, kept_vocabulary, prune_graph
 
 # The fp32 graph in standard ONNX ops only: what OpenVINO and other ONNX runtimes compute correctly.
 PORTABLE = "fp32-portable"
-from .specs import export_spec
-from .validate import check_figures, raise_on_failures, tolerance, validate_text, validate_vision
 
 log = logging.getLogger(__name__)
 

@@ -124,8 +124,8 @@ def official_inventory(cfg: ClipConfig) -> dict[str, tuple[int, ...]]:
     return inventory
 
 
-def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """key -> (dtype, shape) from the file's JSON header, without reading any tensor data."""
+def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
+    """The file's JSON header (key -> dtype, shape, data_offsets) and where the tensor data starts."""
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
@@ -135,6 +135,12 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
     except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     header.pop("__metadata__", None)
+    return header, 8 + length
+
+
+def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """key -> (dtype, shape) from the file's JSON header, without reading any tensor data."""
+    header, _ = _safetensors_header(path)
     return {key: (entry["dtype"], tuple(entry["shape"])) for key, entry in header.items()}
 
 
@@ -185,10 +191,7 @@ class _SafetensorsReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            self.entries = {k: v for k, v in json.loads(handle.read(length)).items() if k != "__metadata__"}
-        self.data_start = 8 + length
+        self.entries, self.data_start = _safetensors_header(path)
 
     def keys(self) -> list[str]:
         return list(self.entries)

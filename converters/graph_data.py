@@ -12,6 +12,7 @@ the weights instead of copying them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 ALIGNMENT = 4096
 INLINE_BYTES = 1024  # smaller tensors stay inside the graph file, as `save_graph` leaves them
+ROWS_PER_READ = 16384  # of a token table read in pieces: 64 MB at fp32 x 1024
 
 
 def _external_info(tensor: TensorProto) -> dict[str, str]:
@@ -52,7 +54,9 @@ class GraphWeights:
 
     def read(self, name: str, rows: slice | None = None) -> np.ndarray:
         """The tensor (or rows `start:stop` of its first axis) as a fresh array."""
-        tensor = self.initializers[name]
+        return self.read_tensor(self.initializers[name], rows)
+
+    def read_tensor(self, tensor: TensorProto, rows: slice | None = None) -> np.ndarray:
         if tensor.data_location != TensorProto.EXTERNAL:
             array = numpy_helper.to_array(tensor)
             return array if rows is None else array[rows]
@@ -112,13 +116,31 @@ class DataFileWriter:
         return [self.graph, self.data_path]
 
 
-def save_streamed(source: GraphWeights, out_graph: Path) -> list[Path]:
-    """Write `source.model` to `out_graph` + `.data`, copying its weights one tensor at a time."""
+Replacement = Callable[[TensorProto, "DataFileWriter"], list[TensorProto] | None]
+
+
+def save_streamed(source: GraphWeights, out_graph: Path, replace: Replacement | None = None) -> list[Path]:
+    """Write `source.model` to `out_graph` + `.data`, one tensor at a time; returns both files.
+
+    replace(tensor, writer): the tensors to write in its place (through `writer`), or None to copy it."""
     writer = DataFileWriter(out_graph)
-    copied = [writer.tensor(t.name, source.read(t.name)) for t in source.model.graph.initializer]
+    written: list[TensorProto] = []
+    for tensor in source.model.graph.initializer:
+        instead = replace(tensor, writer) if replace is not None else None
+        written += instead if instead is not None else [writer.tensor(tensor.name, source.read_tensor(tensor))]
     del source.model.graph.initializer[:]
-    source.model.graph.initializer.extend(copied)
+    source.model.graph.initializer.extend(written)
     return writer.save(source.model)
+
+
+def gathers_over_inputs(source: GraphWeights) -> dict[str, list[onnx.NodeProto]]:
+    """Initializers that a Gather indexes by a graph input (the token-table lookups) -> those Gathers."""
+    graph_inputs = {i.name for i in source.model.graph.input}
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in source.model.graph.node:
+        if node.op_type == "Gather" and node.input[0] in source.initializers and node.input[1] in graph_inputs:
+            found.setdefault(node.input[0], []).append(node)
+    return found
 
 
 class _RowStream:

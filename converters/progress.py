@@ -35,20 +35,23 @@ def status_gb(field: str) -> float | None:
 class _PeakSampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.peak = status_gb("VmRSS")
+        self.peak = status_gb("VmRSS")  # None where /proc is missing: then it stays None
         self.finished = threading.Event()
+
+    def _sample(self) -> None:
+        now = status_gb("VmRSS")
+        if now is not None and self.peak is not None:
+            self.peak = max(self.peak, now)
 
     def run(self) -> None:
         while not self.finished.wait(SAMPLE_SECONDS):
-            now = status_gb("VmRSS")
-            if now is not None and (self.peak is None or now > self.peak):
-                self.peak = now
+            self._sample()
 
     def stop(self) -> float | None:
         self.finished.set()
         self.join()
-        now = status_gb("VmRSS")
-        return max(x for x in (self.peak, now) if x is not None) if now is not None else self.peak
+        self._sample()
+        return self.peak
 
 
 @contextlib.contextmanager

@@ -25,11 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .graph_data import DataFileWriter, GraphWeights
+from .graph_data import ROWS_PER_READ, DataFileWriter, GraphWeights, gathers_over_inputs, save_streamed
 from .row_scales import prepare_graph, row_quantizer_nodes, scaled_gemm_nodes
-
-TABLE_ROWS_PER_CHUNK = 16384  # 64 MB of a 1024-wide fp32 token table at a time
-
 
 @dataclass(frozen=True)
 class MatMulFormat:
@@ -87,13 +84,8 @@ def _quantizable_matmuls(source: GraphWeights, exclude: Collection[str]) -> list
 
 def _token_tables(source: GraphWeights) -> dict[str, list[onnx.NodeProto]]:
     """2-D float tables indexed by a graph input (the token-embedding lookup) -> the Gathers that read them."""
-    graph_inputs = {i.name for i in source.model.graph.input}
-    tables: dict[str, list[onnx.NodeProto]] = {}
-    for node in source.model.graph.node:
-        table = source.initializers.get(node.input[0]) if node.op_type == "Gather" else None
-        if table is not None and len(table.dims) == 2 and table.data_type == TensorProto.FLOAT and node.input[1] in graph_inputs:
-            tables.setdefault(table.name, []).append(node)
-    return tables
+    return {name: nodes for name, nodes in gathers_over_inputs(source).items()
+            if len(source.shape(name)) == 2 and source.initializers[name].data_type == TensorProto.FLOAT}
 
 
 def _dequantizing_gather(node: onnx.NodeProto, table: str) -> list[onnx.NodeProto]:
@@ -113,25 +105,21 @@ def write_quantized_graph(fp32_graph: Path, out_graph: Path, fmt: MatMulFormat, 
     matmuls = _quantizable_matmuls(source, exclude)
     tables = _token_tables(source) if int8_token_table else {}
     model = source.model
-    writer = DataFileWriter(out_graph)
     replaced = {node.output[0] for node in matmuls} | {node.output[0] for nodes in tables.values() for node in nodes}
     still_read = _inputs_read_by_other_nodes(model.graph, replaced)
     weights = {node.input[1] for node in matmuls}
-    initializers: list[TensorProto] = []
-    for tensor in model.graph.initializer:
+
+    def quantized(tensor: TensorProto, writer: DataFileWriter) -> list[TensorProto] | None:
         name = tensor.name
-        if name in weights:
-            initializers += _write_weight(source, writer, name, fmt)
-        elif name in tables:
-            initializers += _write_table(source, writer, name)
-        if name in still_read or (name not in weights and name not in tables):
-            initializers.append(writer.tensor(name, source.read(name)))
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(initializers)
+        if name not in weights and name not in tables:
+            return None
+        written = _write_weight(source, writer, name, fmt) if name in weights else _write_table(source, writer, name)
+        return written + ([writer.tensor(name, source.read(name))] if name in still_read else [])
+
+    _rewrite_nodes(model, matmuls, tables, fmt, source)
     if fmt.kind == "int8":
         prepare_graph(model)
-    _rewrite_nodes(model, matmuls, tables, fmt, source)
-    return writer.save(model), len(matmuls)
+    return save_streamed(source, out_graph, quantized), len(matmuls)
 
 
 def _inputs_read_by_other_nodes(graph: onnx.GraphProto, replaced: set[str]) -> set[str]:
@@ -160,8 +148,8 @@ def _write_table(source: GraphWeights, writer: DataFileWriter, name: str) -> lis
     rows, width = source.shape(name)
     stream = writer.rows(f"{name}_int8", np.dtype(np.int8), (rows, width))
     scales = []
-    for start in range(0, rows, TABLE_ROWS_PER_CHUNK):
-        quantized, chunk_scales = quantize_table_rows(source.read(name, slice(start, start + TABLE_ROWS_PER_CHUNK)))
+    for start in range(0, rows, ROWS_PER_READ):
+        quantized, chunk_scales = quantize_table_rows(source.read(name, slice(start, start + ROWS_PER_READ)))
         stream.write(quantized)
         scales.append(chunk_scales)
     return [stream.finish(), writer.tensor(f"{name}_row_scale", np.concatenate(scales))]

@@ -23,9 +23,7 @@ from tokenizers import Tokenizer
 from edgeclip.bundle import VocabInfo
 
 from .errors import ConverterError
-from .graph_data import DataFileWriter, GraphWeights
-
-ROWS_PER_READ = 16384  # of a table: 64 MB at fp32 x 1024
+from .graph_data import ROWS_PER_READ, DataFileWriter, GraphWeights, gathers_over_inputs, save_streamed
 
 WORD_START = "\u2581"  # SentencePiece's word-start mark
 
@@ -70,22 +68,19 @@ def prune_graph(graph: Path, vocab: VocabInfo) -> list[Path]:
 
     Weight by weight (converters/graph_data.py): the fp32 text graph is 2.2 GB, its table 1 GB."""
     source = GraphWeights(graph)
-    inputs = {i.name for i in source.model.graph.input}
-    tables = {node.input[0] for node in source.model.graph.node
-              if node.op_type == "Gather" and node.input[1] in inputs and node.input[0] in source.initializers
-              and source.shape(node.input[0])[:1] == (vocab.full_size,)}
+    tables = {name for name in gathers_over_inputs(source) if source.shape(name)[:1] == (vocab.full_size,)}
     if not tables:
         raise ConverterError(f"{graph.name}: found no token table to prune (a Gather of a {vocab.full_size}-row table)")
     kept = np.asarray(vocab.kept_ids, dtype=np.int64)
     if np.any(np.diff(kept) <= 0):
         raise ConverterError("the kept token ids must be strictly increasing (they index the pruned table in order)")
+
+    def kept_rows(tensor: onnx.TensorProto, writer: DataFileWriter) -> list[onnx.TensorProto] | None:
+        return [_kept_rows(source, writer, tensor.name, kept)] if tensor.name in tables else None
+
     with tempfile.TemporaryDirectory(dir=graph.parent, prefix=".prune-") as scratch:
-        writer = DataFileWriter(Path(scratch) / graph.name)  # same file names: the graph points at its own .data
-        written = [_kept_rows(source, writer, t.name, kept) if t.name in tables else writer.tensor(t.name, source.read(t.name))
-                   for t in source.model.graph.initializer]
-        del source.model.graph.initializer[:]
-        source.model.graph.initializer.extend(written)
-        files = writer.save(source.model)
+        # Same file names in a scratch folder: the graph points at its own .data, then both replace the old ones.
+        files = save_streamed(source, Path(scratch) / graph.name, kept_rows)
         for file in files:
             os.replace(file, graph.parent / file.name)
     return [graph.parent / file.name for file in files]

@@ -123,7 +123,7 @@ def test_int4_blocks_and_outputs_equal_ort_matmul_nbits_quantizer(fp32_bundle: P
 def test_token_table_is_written_in_chunks_as_int8_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import converters.quantized_graph as quantized_graph
 
-    monkeypatch.setattr(quantized_graph, "TABLE_ROWS_PER_CHUNK", 7)  # 50 rows: 8 pieces, the last one short
+    monkeypatch.setattr(quantized_graph, "ROWS_PER_READ", 7)  # 50 rows: 8 pieces, the last one short
     rng = np.random.default_rng(0)
     table = (rng.standard_normal((50, 300)) * rng.uniform(0.1, 3.0, (50, 1))).astype(np.float32)
     weight = rng.standard_normal((300, 40)).astype(np.float32)
