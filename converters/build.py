@@ -155,6 +155,8 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     check_head_dim(cfg, options.head_dim)
     if options.image_size:
         at_image_size(cfg, options.image_size)  # refuses an unsupported size before any work
+    if options.vocab_from:
+        corpus_texts(options.vocab_from)  # an unreadable corpus is refused before minutes of export, not after
     unknown = [v for v in options.variants if v not in ("fp32", PORTABLE) and v not in RECIPES]
     if unknown:
         raise ConverterError(f"unknown variant(s) {', '.join(unknown)}; choose from fp32, {PORTABLE}, {', '.join(RECIPES)}")

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 import edgeclip  # noqa: E402
+from converters.errors import ConverterError  # noqa: E402
 from converters.build import BuildOptions, build_bundle  # noqa: E402
 from converters.vocab import coverage_of  # noqa: E402
 from edgeclip.cli import info_text  # noqa: E402
@@ -57,3 +58,16 @@ def test_uncovered_tokens_map_to_unk_and_are_counted_once_per_call(pruned: Path,
     with pytest.warns(RuntimeWarning, match=rf"^{outside} tokens are outside this bundle's pruned vocabulary") as caught:
         edgeclip.load(pruned, variant="fp32").encode_text(texts)
     assert len([w for w in caught if "pruned vocabulary" in str(w.message)]) == 1
+
+
+def test_an_unreadable_corpus_is_refused_before_any_export(tiny_checkpoint: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from converters import build as build_module
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported before checking the corpus")
+
+    monkeypatch.setattr(build_module, "export_tower", no_export)
+    with pytest.raises(ConverterError, match="--vocab-from .*missing.txt: cannot read it"):
+        build_bundle(str(tiny_checkpoint), tmp_path / "b", BuildOptions(vocab_from=(str(tmp_path / "missing.txt"),)))
+    assert not (tmp_path / "b").exists()
