@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import edgeclip  # noqa: F401  (first: it keeps onnxruntime's telemetry off, see edgeclip/_offline.py)
+
 from .errors import MissingDependency
 
 _CONVERT_DEPS = {"torch": "torch", "safetensors": "safetensors", "onnx": "onnx"}

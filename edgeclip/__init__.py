@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from . import _offline  # noqa: F401  (first: ORT_DISABLE_TELEMETRY must be set before onnxruntime loads)
 from .bundle import Bundle, Manifest
 from .errors import BundleError, EdgeClipError, InputError
 from .model import EdgeClip, load

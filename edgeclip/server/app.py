@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from .. import __version__
+from .api_docs import ASSET_PATHS, DOCS_PATH, add_docs_routes
 from .config import ServerConfig
 from .engine import Engine
 from .errors import ApiError, install_handlers
@@ -34,7 +35,7 @@ log = logging.getLogger("edgeclip.server")
 OPEN_PATHS = frozenset({"/health", "/live"})  # answered without the API key
 PAGE_PATHS = frozenset({"/", "/v1/search", "/v1/thumbnail"})  # a browser's: the key also as Basic auth's password
 KNOWN_PATHS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/live", "/ready", "/metrics", "/openapi.json",
-                         "/docs"}) | PAGE_PATHS
+                         DOCS_PATH}) | PAGE_PATHS | ASSET_PATHS
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 408, 413, 422, 429, 503)
 }
@@ -66,10 +67,11 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         if index is not None:
             index.close()
 
-    app = FastAPI(title="edgeclip", version=__version__, lifespan=lifespan, redoc_url=None,
+    app = FastAPI(title="edgeclip", version=__version__, lifespan=lifespan, redoc_url=None, docs_url=None,
                   description="jina-clip-v2 text and image embeddings, served locally in Jina's API shape.")
     app.state.engine, app.state.metrics = engine, metrics
     install_handlers(app)
+    add_docs_routes(app)
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS)
     async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:

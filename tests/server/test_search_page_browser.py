@@ -91,3 +91,23 @@ def test_query_thumbnails_and_click_for_similar(playwright: Any, serve: Any, tin
         finally:
             context.close()
     assert outside == [] and dialogs == [], (outside, dialogs)  # nothing fetched from elsewhere, no script ran from a name or document
+
+
+def test_api_docs_render_offline(playwright: Any, serve: Any, tiny_bundle: Path, tmp_path: Path) -> None:
+    """/docs is Swagger UI from the installed package: it renders with every request kept on the server
+    (FastAPI's default page loads its script from a CDN and is blank offline)."""
+    with serve(tiny_bundle) as base:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS)
+        outside: list[str] = []
+        try:
+            page = context.new_page()
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
+            page.goto(f"{base}/docs")
+            page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+            assert "edgeclip" in page.inner_text(".swagger-ui .info .title")
+            page.wait_for_selector("#operations-default-create_embeddings_v1_embeddings_post, .opblock-summary-path")
+            assert "/v1/embeddings" in page.inner_text(".swagger-ui")
+        finally:
+            context.close()
+    assert outside == [], outside
