@@ -20,6 +20,7 @@ the shard elsewhere and the same file is written once.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -35,9 +36,35 @@ from .jobs import Failure, Item, JobOptions, JobSummary, OutputSettings, RowBatc
 from .jobs.parquet_sink import METADATA_KEY, parquet_bytes, parquet_table, pyarrow_module
 
 RAY_MISSING = "the Ray engine needs Ray Data: pip install 'edgeclip[ray]'"
-SETTINGS_FILE = "_edgeclip.json"  # the output folder's settings: a rerun with other settings is refused
-FAILURES_FILE = "failures.jsonl"
+# The folder holds parquet shards and nothing else, so it reads as a dataset as it is: pyarrow and pandas
+# skip "_" and "." files, but Polars refuses a folder with any other file in it, even a hidden one. So the
+# side files live beside the folder (as a local output's NAME.meta.json and NAME.lock do), and shards are
+# written through temporary files beside it too.
+SETTINGS_SUFFIX = ".meta.json"  # emb/ -> emb.meta.json: a rerun with other settings is refused
+FAILURES_SUFFIX = ".failures.jsonl"  # emb/ -> emb.failures.jsonl: the last run's bad inputs
+# Inside the folder before 0.1.1 (they broke readers of it): a rerun moves the settings out, removes the rest.
+LEGACY_SETTINGS_FILE, LEGACY_SIDE_FILES = "_edgeclip.json", ("failures.jsonl", "_edgeclip.json.lock")
 SHARD_GLOB = "part-*.parquet"
+
+
+def settings_file(out: Path) -> Path:
+    return out.with_name(out.name + SETTINGS_SUFFIX)
+
+
+def failures_file(out: Path) -> Path:
+    return out.with_name(out.name + FAILURES_SUFFIX)
+
+
+def write_shard(shard: Path, payload: bytes) -> None:
+    """Atomically, with the temporary file beside the folder (inside it, a reader would see a stray file)."""
+    from ._files import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(shard, payload, temporary_dir=shard.parent.parent)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # the folder is a mount point: the rename needs a temporary file inside it
+            raise
+        atomic_write_bytes(shard, payload)
 ROW_DTYPES = {"float32": np.float32, "float16": np.float16, "binary": np.int8, "ubinary": np.uint8}
 
 
@@ -210,15 +237,13 @@ class ShardWriter(Embedder):
         self.pa = pyarrow_module()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # type: ignore[override]
-        from ._files import atomic_write_bytes
-
         rows_written, failures = [], []
         for shard, encoded in zip(batch["shard"], batch["items"]):
             items = [Item(**fields) for fields in json.loads(str(encoded))]
             rows, failed = self.embed(items)
             table = parquet_table(self.pa, self.settings, rows)
             if table.num_rows:  # a shard of only bad inputs leaves no file: they are retried next run
-                atomic_write_bytes(self.out / shard_name(int(shard)), parquet_bytes(self.pa, table))
+                write_shard(self.out / shard_name(int(shard)), parquet_bytes(self.pa, table))
             rows_written.append(table.num_rows)
             failures.append(json.dumps([dataclasses.asdict(f) for f in failed]))
         return {"shard": np.asarray(batch["shard"]), "rows": np.array(rows_written), "failures": np.array(failures, dtype=object)}
@@ -244,12 +269,10 @@ def read_shards(out: Path) -> dict[str, tuple[str, Path]]:
 
 def _drop_rows(shard: Path, ids: set[str], settings: OutputSettings) -> None:
     """Rewrite a shard without the rows of inputs that changed (they are in a newer shard now)."""
-    from ._files import atomic_write_bytes
-
     pa = pyarrow_module()
     table = pa.parquet.read_table(shard)
     keep = pa.array([i not in ids for i in table.column("id").to_pylist()])
-    atomic_write_bytes(shard, parquet_bytes(pa, table.filter(keep).replace_schema_metadata(
+    write_shard(shard, parquet_bytes(pa, table.filter(keep).replace_schema_metadata(
         {METADATA_KEY: json.dumps(settings.to_dict()).encode()})))
 
 
@@ -260,14 +283,18 @@ def check_output_dir(out: Path, settings: OutputSettings, overwrite: bool) -> No
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: with --engine ray the output is a folder of parquet shards; give a folder path")
     out.mkdir(parents=True, exist_ok=True)
-    stored = out / SETTINGS_FILE
+    stored = settings_file(out)
+    if (out / LEGACY_SETTINGS_FILE).exists() and not stored.exists():
+        os.replace(out / LEGACY_SETTINGS_FILE, stored)  # a folder written before 0.1.1
     if overwrite:
-        for old in [*out.glob(SHARD_GLOB), out / FAILURES_FILE, stored]:
+        for old in [*out.glob(SHARD_GLOB), failures_file(out), stored]:
             old.unlink(missing_ok=True)
     if stored.exists():
         settings.check_same(json.loads(stored.read_text()), str(out))
+        for old in (LEGACY_SETTINGS_FILE, *LEGACY_SIDE_FILES):
+            (out / old).unlink(missing_ok=True)
     elif any(out.glob(SHARD_GLOB)):
-        raise InputError(f"{out} holds parquet shards but no {SETTINGS_FILE}: not an edgeclip output; use another --out")
+        raise InputError(f"{out} holds parquet shards but no {stored.name} beside it: not an edgeclip output; use another --out")
     atomic_write_bytes(stored, (json.dumps(settings.to_dict(), indent=1) + "\n").encode())
 
 
@@ -283,7 +310,10 @@ def run_shards(items: Iterable[Item], out: Path, config: EmbedConfig, settings: 
 
     ray = _ray()
     started = time.perf_counter()
-    lock = OutputLock(out / SETTINGS_FILE)
+    out = Path(out).resolve()
+    if not out.name:
+        raise InputError(f"--out {out}: give a folder of its own for the shards (its side files go beside it)")
+    lock = OutputLock(out)  # emb/ -> emb.lock
     out.mkdir(parents=True, exist_ok=True)
     lock.acquire()
     try:
@@ -320,7 +350,7 @@ def run_shards(items: Iterable[Item], out: Path, config: EmbedConfig, settings: 
         failed = {f.id for f in summary.failures}
         summary.texts = sum(1 for i in todo if i.kind == "text" and i.id not in failed)
         summary.images = len(kinds) - kinds.count("text") - sum(1 for i in todo if i.kind == "image" and i.id in failed)
-        atomic_write_bytes(out / FAILURES_FILE, "".join(json.dumps(dataclasses.asdict(f), ensure_ascii=False) + "\n"
+        atomic_write_bytes(failures_file(out), "".join(json.dumps(dataclasses.asdict(f), ensure_ascii=False) + "\n"
                                                          for f in summary.failures).encode())
     finally:
         lock.release()

@@ -8,9 +8,11 @@ CPU_CLASSES to override the detection (a VM that hides flags, or to measure anot
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +23,12 @@ CPU_CLASSES = ("amx", "avx512-vnni", "avx-vnni", "avx512", "avx2", "arm-dotprod"
 # Classes whose int8 kernels multiply u8 x s8 without an int16 intermediate: full-range s8 weights are exact there.
 DOT_PRODUCT_CLASSES = frozenset({"amx", "avx512-vnni", "avx-vnni", "arm-dotprod"})
 # The flags a benchmark records, as Linux names them.
+ARM64_MACHINES = ("arm64", "aarch64", "armv8l", "armv8b")
+# Linux arm64's auxiliary-vector bits (asm/hwcap.h), as (AT_HWCAP=16 | AT_HWCAP2=26, bit). The kernel, or
+# qemu-user for an emulated CPU, states the cores' features here even where /proc/cpuinfo does not
+# (under qemu-user /proc/cpuinfo is the x86 host's).
+ARM64_HWCAPS = {"asimddp": (16, 1 << 20), "sve": (16, 1 << 22), "sve2": (26, 1 << 1), "i8mm": (26, 1 << 13),
+                "bf16": (26, 1 << 14)}
 RECORDED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
                   "amx_int8", "amx_bf16", "asimddp", "i8mm", "bf16", "sve")
 
@@ -28,7 +36,7 @@ RECORDED_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "
 def cpu_class_from_flags(flags: Iterable[str], machine: str) -> str:
     """The class of a CPU with these /proc/cpuinfo flags (x86 "flags" or ARM "Features") and platform.machine()."""
     flags = {flag.lower() for flag in flags}
-    if machine.lower() in ("arm64", "aarch64", "armv8l", "armv8b"):
+    if machine.lower() in ARM64_MACHINES:
         return "arm-dotprod" if "asimddp" in flags else "arm"
     if machine.lower() not in ("x86_64", "amd64", "i686", "i386", "x86"):
         return "unknown"
@@ -43,16 +51,40 @@ def cpu_class_from_flags(flags: Iterable[str], machine: str) -> str:
     return "avx2" if "avx2" in flags else "x86"
 
 
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """This CPU's flags: /proc/cpuinfo on Linux, sysctl on macOS; empty where neither answers."""
+def arm64_flags_from_hwcaps(hwcap: int, hwcap2: int) -> frozenset[str]:
+    """The flags (cpuinfo's names) that arm64 AT_HWCAP and AT_HWCAP2 values set."""
+    values = {16: hwcap, 26: hwcap2}
+    return frozenset(name for name, (kind, bit) in ARM64_HWCAPS.items() if values[kind] & bit)
+
+
+def _arm64_hwcap_flags() -> frozenset[str]:
+    try:
+        getauxval = ctypes.CDLL(None).getauxval  # glibc and musl both have it
+    except (OSError, AttributeError):
+        return frozenset()
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return arm64_flags_from_hwcaps(getauxval(16), getauxval(26))
+
+
+def _cpuinfo_flags(keys: tuple[str, ...]) -> frozenset[str]:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip().lower() in ("flags", "features"):
+            if key.strip().lower() in keys:
                 return frozenset(value.split())
-        return frozenset()
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's flags: /proc/cpuinfo on Linux (plus the auxiliary vector's HWCAP bits on arm64), sysctl on
+    macOS; empty where neither answers."""
+    if sys.platform.startswith("linux") and platform.machine().lower() in ARM64_MACHINES:
+        # only an ARM "Features" line counts: under qemu-user the x86 host's "flags" line shows through
+        return _cpuinfo_flags(("features",)) | _arm64_hwcap_flags()
+    if Path("/proc/cpuinfo").exists():
+        return _cpuinfo_flags(("flags", "features"))
     if platform.system() == "Darwin":
         if platform.machine() == "arm64":
             return frozenset({"asimddp"})  # every Apple silicon core has the dot-product instructions

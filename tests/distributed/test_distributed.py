@@ -7,6 +7,7 @@ network namespace that has nothing but loopback: test_ray_in_loopback_namespace.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("EDGECLIP_LOOPBACK_NETNS") != "1"
                                 reason="runs inside a loopback-only network namespace (test_ray_in_loopback_namespace.py)")
 ray = pytest.importorskip("ray", reason="the distributed tests need the ray extra (pip install 'edgeclip[ray]')")
 pa_parquet = pytest.importorskip("pyarrow.parquet")
+pa_dataset = pytest.importorskip("pyarrow.dataset")
 import psutil  # noqa: E402
 
 import edgeclip  # noqa: E402
@@ -58,6 +60,46 @@ def _rows(paths: list[Path]) -> dict[str, np.ndarray]:
     return rows
 
 
+def _read_folder_with_every_reader(folder: Path, tmp_path: Path) -> dict[str, list[str]]:
+    """The shard folder, read as a dataset by each reader people use, without options: each must see the
+    same ids. The folder holds the shards and nothing else: Polars refuses a folder with any other file."""
+    assert {p.name for p in folder.iterdir()} == {p.name for p in folder.glob("part-*.parquet")}
+    expected = sorted(_rows(sorted(folder.glob("part-*.parquet"))))
+    seen: dict[str, list[str]] = {
+        "pyarrow.parquet.read_table": pa_parquet.read_table(folder).column("id").to_pylist(),
+        "pyarrow.dataset": pa_dataset.dataset(folder).to_table().column("id").to_pylist(),
+    }
+    readers = {
+        "pandas": lambda: __import__("pandas").read_parquet(folder)["id"].tolist(),
+        "duckdb glob": lambda: [r[0] for r in __import__("duckdb").sql(f"SELECT id FROM read_parquet('{folder}/*.parquet')").fetchall()],
+        "duckdb folder": lambda: [r[0] for r in __import__("duckdb").sql(f"SELECT id FROM read_parquet('{folder}')").fetchall()],
+        "polars": lambda: __import__("polars").read_parquet(folder)["id"].to_list(),
+        "lancedb": lambda: __import__("lancedb").connect(tmp_path / "lance").create_table(
+            "photos", pa_dataset.dataset(folder)).to_arrow().column("id").to_pylist(),
+    }
+    for name, read in readers.items():
+        if importlib.util.find_spec(name.split()[0]) is not None:
+            seen[name] = read()
+    for name, ids in seen.items():
+        assert sorted(ids) == expected, name
+    return seen
+
+
+def test_a_folder_from_before_gets_its_side_files_out(tmp_path: Path) -> None:
+    """Folders written before 0.1.1 held _edgeclip.json and failures.jsonl: the next run moves the settings
+    beside the folder and removes the rest, so the folder becomes a plain dataset."""
+    out = tmp_path / "emb"
+    out.mkdir()
+    settings = distributed.OutputSettings(bundle_sha256="abc", model="m", variants={"text": "int8"}, dim=64,
+                                          precision="float32", task=None, max_length=512, exif_transpose=True)
+    (out / "_edgeclip.json").write_text(json.dumps(settings.to_dict()))
+    (out / "failures.jsonl").write_text("")
+    (out / "_edgeclip.json.lock").write_text("")
+    distributed.check_output_dir(out, settings, overwrite=False)
+    assert list(out.iterdir()) == []
+    assert json.loads((tmp_path / "emb.meta.json").read_text()) == settings.to_dict()
+
+
 def test_ray_shards_equal_a_local_embed(local_ray: object, tiny_bundle: Path, photos: Path, tmp_path: Path) -> None:
     local, shards = tmp_path / "local.parquet", tmp_path / "ray"
     assert cli_main(["embed", str(tiny_bundle), "--image-dir", str(photos), "--out", str(local), "--quiet"]) == 1  # broken.jpg
@@ -68,8 +110,12 @@ def test_ray_shards_equal_a_local_embed(local_ray: object, tiny_bundle: Path, ph
     assert set(ours) == set(theirs) and len(ours) == 10
     for item_id, vector in theirs.items():
         np.testing.assert_allclose(ours[item_id], vector, atol=1e-6)
-    failures = [json.loads(line) for line in (shards / "failures.jsonl").read_text().splitlines()]
+    failures = [json.loads(line) for line in (tmp_path / "ray.failures.jsonl").read_text().splitlines()]
+    assert (tmp_path / "ray.meta.json").is_file()
     assert [f["id"] for f in failures] == [str(photos / "broken.jpg")] and failures[0]["reason"]
+    assert set(_read_folder_with_every_reader(shards, tmp_path)) == {"pyarrow.parquet.read_table", "pyarrow.dataset",
+                                                                      "pandas", "duckdb glob", "duckdb folder", "polars",
+                                                                      "lancedb"}
     # The same schema and metadata as a local .parquet output.
     assert pa_parquet.read_schema(next(shards.glob("part-*.parquet"))) == pa_parquet.read_schema(local)
 

@@ -9,7 +9,8 @@ import pytest
 
 from edgeclip.benchmark import SCHEMA, compare_lines, load_report
 from edgeclip.cli import main as cli_main
-from edgeclip.machine import CPU_CLASSES, cpu_class_from_flags
+from edgeclip import machine
+from edgeclip.machine import CPU_CLASSES, arm64_flags_from_hwcaps, cpu_class_from_flags
 
 # Abridged /proc/cpuinfo flag lines of real CPUs (the flags that matter, plus neighbours that must not).
 ZEN3 = "fpu sse sse2 ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave avx f16c rdrand avx2 bmi2 sha_ni vaes vpclmulqdq"
@@ -30,6 +31,32 @@ CORTEX_A72 = "fp asimd evtstrm crc32 cpuid"
 def test_cpu_class_from_flags(flags: str, machine: str, expected: str) -> None:
     assert cpu_class_from_flags(flags.split(), machine) == expected
     assert expected in CPU_CLASSES
+
+
+def test_arm64_hwcap_bits() -> None:
+    """The auxiliary vector's bits as Linux's asm/hwcap.h defines them (HWCAP_ASIMDDP 1<<20, HWCAP_SVE
+    1<<22; HWCAP2_SVE2 1<<1, HWCAP2_I8MM 1<<13, HWCAP2_BF16 1<<14)."""
+    assert arm64_flags_from_hwcaps(0, 0) == frozenset()
+    assert arm64_flags_from_hwcaps(1 << 20, 0) == {"asimddp"}
+    assert arm64_flags_from_hwcaps((1 << 20) | (1 << 22) | 0xFF, (1 << 1) | (1 << 13) | (1 << 14)) == {
+        "asimddp", "sve", "sve2", "i8mm", "bf16"}
+    assert arm64_flags_from_hwcaps(0xFF, 1 << 2) == frozenset()  # neighbouring bits mean other features
+
+
+def test_arm64_class_ignores_an_x86_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under qemu-user an arm64 process reads the x86 host's /proc/cpuinfo: only the HWCAP bits count."""
+    monkeypatch.delenv("EDGECLIP_CPU_CLASS", raising=False)
+    monkeypatch.setattr(machine.sys, "platform", "linux")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(machine, "_cpuinfo_flags", lambda keys: frozenset(ZEN4.split()) if "flags" in keys else frozenset())
+    for hwcaps, expected in (((0, 0), "arm"), (((1 << 20), (1 << 13)), "arm-dotprod")):
+        monkeypatch.setattr(machine, "_arm64_hwcap_flags", lambda h=hwcaps: arm64_flags_from_hwcaps(*h))
+        machine.cpu_flags.cache_clear()
+        try:
+            assert machine.cpu_class() == expected
+            assert "avx2" not in machine.cpu_flags()
+        finally:
+            machine.cpu_flags.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,84 @@
+"""Embed fixed texts and images with every variant of a bundle, or compare such runs (the ARM64 check).
+
+    python variant_rows.py embed BUNDLE OUT.npz     # rows per variant x tower, plus the CPU class seen
+    python variant_rows.py compare REF.npz RUN.npz ...   # cosine of each run's rows to REF's; exit 1 below 0.9999
+
+Needs only the installed edgeclip wheel (numpy, no torch, no checkout): it runs inside the arm64 root
+filesystem under qemu-user. No timings: speed under emulation means nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import warnings
+
+import numpy as np
+
+TEXTS = ["a seal resting on a rock", "eine Robbe liegt auf einem Felsen", "une photo d'un chat", "岩の上のアザラシ",
+         "тюлень на камне", "", "foca en una roca " * 40]
+MIN_COSINE = 0.9999
+
+
+def images() -> list[np.ndarray]:
+    """Deterministic photo-like arrays of several shapes (preprocessing resizes and crops them)."""
+    out = []
+    for seed, (height, width) in enumerate([(512, 512), (300, 640), (700, 420), (64, 48)]):
+        ramp = np.add.outer(np.arange(height), np.arange(width))[..., None] * np.array([1, 2, 3]) + seed * 37
+        noise = np.random.default_rng(seed).integers(0, 24, (height, width, 3))
+        out.append(((ramp + noise) % 256).astype(np.uint8))
+    return out
+
+
+def embed(bundle: str, out: str) -> None:
+    import edgeclip
+    from edgeclip.machine import cpu_class, cpu_flags
+
+    warnings.simplefilter("ignore")  # fp16 on a CPU warns; every variant runs here on purpose
+    bundle_info = edgeclip.Bundle.open(bundle)
+    rows: dict[str, np.ndarray] = {}
+    for tower in ("text", "vision"):
+        for variant in bundle_info.tower(tower).variants:
+            if variant == "fp32-portable":
+                continue  # for OpenVINO, which has no arm64 runtime here
+            model = edgeclip.load(bundle, variant=variant, threads=1)
+            rows[f"{tower}/{variant}"] = (model.encode_text(TEXTS) if tower == "text" else model.encode_image(images()))
+    info = {"machine": platform.machine(), "cpu_class": cpu_class(), "flags": sorted(cpu_flags() & {
+        "asimddp", "i8mm", "sve", "sve2", "bf16", "avx2", "avx512_vnni"}), "default_variant": {
+            tower: edgeclip.load(bundle).variant_name(tower) for tower in ("text", "vision")}}
+    np.savez(out, info=json.dumps(info), **rows)
+    print(json.dumps(info))
+
+
+def compare(reference: str, runs: list[str]) -> int:
+    ref = np.load(reference)
+    worst = 1.0
+    header = ["variant x tower"] + [json.loads(str(np.load(run)["info"]))["cpu_class"] + f" ({run})" for run in runs]
+    print(" | ".join(header))
+    for key in sorted(k for k in ref.files if k != "info"):
+        cells = [key]
+        for run in runs:
+            rows = np.load(run)
+            if key not in rows.files:
+                cells.append("missing")
+                worst = -1.0
+                continue
+            a, b = ref[key].astype(np.float64), rows[key].astype(np.float64)
+            cosine = float(np.min(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+            worst = min(worst, cosine)
+            cells.append(f"{cosine:.6f}")
+        print(" | ".join(cells))
+    for run in [reference, *runs]:
+        print(run, str(np.load(run)["info"]))
+    print(f"worst cosine {worst:.6f} (needs >= {MIN_COSINE})")
+    return 0 if worst >= MIN_COSINE else 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["embed"] and len(sys.argv) == 4:
+        embed(sys.argv[2], sys.argv[3])
+    elif sys.argv[1:2] == ["compare"] and len(sys.argv) >= 4:
+        sys.exit(compare(sys.argv[2], sys.argv[3:]))
+    else:
+        sys.exit(__doc__)
