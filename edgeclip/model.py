@@ -112,6 +112,9 @@ class EdgeClip:
                 if names != TOWER_INPUTS[tower]:
                     raise BundleError(f"{tower} graph inputs are {names}; this edgeclip feeds {TOWER_INPUTS[tower]}")
                 self._warn_if_unfit(session.variant)
+                fp32 = self.bundle.tower(tower).variants.get("fp32")
+                if self._variant is None and not self.on_gpu and fp32 is not None and session.variant.graph == fp32.graph:
+                    _warn_fp32_fallback(self.bundle, tower)  # chosen for want of an int8 graph, not asked for
                 self._sessions[tower] = session
             return self._sessions[tower]
 
@@ -403,6 +406,21 @@ def _as_texts(value: Any) -> list[str]:
             raise InputError(f"text {index} is not valid Unicode ({exc.reason} at position {exc.start}); "
                              "clean it first, e.g. text.encode('utf-8', 'replace').decode('utf-8')") from exc
     return items
+
+
+_FP32_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_fp32_fallback(bundle: Bundle, tower: Tower) -> None:
+    """Once per bundle and tower in a process: a CPU running fp32 because the bundle has no int8 graph."""
+    key = (str(bundle.directory), tower)
+    if key in _FP32_WARNED:
+        return
+    _FP32_WARNED.add(key)
+    warnings.warn(f"{bundle.directory} has no int8 {tower} graph, so this CPU runs fp32 (several times slower, ~4x the "
+                  "memory); rebuild it with `python -m converters build SOURCE --out DIR` (fp32,int8,int8-vnni by "
+                  "default), or pass variant='fp32' (--variant fp32) to choose fp32 and silence this",
+                  RuntimeWarning, stacklevel=4)
 
 
 def preferred_variant(available: Sequence[str], *, on_gpu: bool = False, openvino: bool = False) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from .. import __version__
 from ..errors import EdgeClipError
@@ -32,8 +33,14 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+                  line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)  # one line for a person, not a source location
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return int(args.run(args))
     except EdgeClipError as exc:
@@ -45,3 +52,5 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `edgeclip embed ... --out - | head`: the reader left; not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        warnings.showwarning = shown

@@ -235,3 +235,21 @@ def test_token_budget_batches_cap_rows_and_padded_tokens() -> None:
         assert len(batch) <= 32 and (padded <= 2048 or len(batch) == 1)
     assert [5000] in [[lengths[i] for i in b] for b in batches]  # the long row alone
     assert len(token_budget_batches([16] * 100, 32, 2048)) == 4  # short queries: full batches of 32
+
+
+def test_a_cpu_falling_back_to_fp32_is_warned_once(tiny_bundle: Path) -> None:
+    """The tiny test bundle has only fp32 graphs: a CPU picking fp32 for want of int8 is told, once per
+    bundle and tower; asking for fp32 is not warned."""
+    import warnings
+
+    from edgeclip import model as model_module
+
+    model_module._FP32_WARNED.clear()
+    with pytest.warns(RuntimeWarning, match="has no int8 text graph, so this CPU runs fp32") as caught:
+        edgeclip.load(tiny_bundle).encode_text(["a"])
+        edgeclip.load(tiny_bundle).encode_text(["b"])
+    assert sum("no int8" in str(w.message) for w in caught) == 1
+    model_module._FP32_WARNED.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        edgeclip.load(tiny_bundle, variant="fp32").encode_text(["a"])
