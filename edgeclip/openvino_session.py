@@ -8,9 +8,12 @@ bf16 on AMX CPUs, f32 elsewhere; EDGECLIP_OPENVINO_PRECISION (f32 | bf16 | f16) 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -23,18 +26,37 @@ PORTABLE_VARIANT = "fp32-portable"
 
 
 def openvino_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def import_openvino() -> Any:
+    """`import openvino`, without the telemetry its package import sends.
+
+    openvino's __init__ imports its model converter (openvino.tools.ovc), whose import sends a Google
+    Analytics event unless a consent file in the home folder says no (measured: a lookup of
+    www.google-analytics.com from `edgeclip embed --providers OpenVINO`). edgeclip only reads and compiles
+    ONNX graphs, so the converter is skipped: openvino's __init__ tolerates its ImportError. The block is
+    lifted afterwards, so `from openvino.tools.ovc import convert_model` still works for whoever wants it.
+    """
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    converter = "openvino.tools.ovc"
+    blocked = converter not in sys.modules
+    if blocked:
+        sys.modules[converter] = None  # type: ignore[assignment]  # makes `import openvino.tools.ovc` raise ImportError
     try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        import openvino
+    finally:
+        if blocked and sys.modules.get(converter, 0) is None:
+            del sys.modules[converter]
+    return openvino
 
 
 class OpenVinoSession:
     """Same interface as session.TowerSession: `variant`, `run(feeds) -> {name: array}`, `providers_in_use()`."""
 
     def __init__(self, bundle: Bundle, tower: Tower, variant_name: str, threads: int | None = None) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         from .session import check_external_data, vocab_remap
 
