@@ -16,7 +16,7 @@ from .errors import BundleError, EdgeClipError, InputError
 from .model import EdgeClip, load
 from .postprocess import similarity
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = ["Bundle", "BundleError", "EdgeClip", "EdgeClipError", "Index", "InputError", "Manifest", "load", "similarity",
            "__version__"]

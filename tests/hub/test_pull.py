@@ -9,8 +9,6 @@ with HF_ENDPOINT pointed at the server, as a user's shell would set it.
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import json
 import os
 import subprocess
@@ -23,63 +21,15 @@ import numpy as np
 import pytest
 
 import edgeclip
+from fakehub import COMMIT, FakeHub
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "edgeclip-test/tiny-bundle"
-
-
-class FakeHub(http.server.ThreadingHTTPServer):
-    def __init__(self, files: dict[str, bytes]) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.files = files
-        self.requests: list[tuple[str, str]] = []
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: FakeHub
-
-    def log_message(self, *args: object) -> None:  # quiet
-        pass
-
-    def _answer(self, body: bool) -> None:
-        parts = self.path.split("?")[0].lstrip("/").split("/")
-        self.server.requests.append((self.command, self.path))
-        if len(parts) < 5 or parts[2] != "resolve":
-            return self._error(404, "RepoNotFound")
-        repo, revision, name = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
-        if repo != REPO:
-            return self._error(404, "RepoNotFound")
-        if revision not in ("main", COMMIT):
-            return self._error(404, "RevisionNotFound")
-        if name not in self.server.files:
-            return self._error(404, "EntryNotFound")
-        data = self.server.files[name]
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def _error(self, status: int, code: str) -> None:
-        self.send_response(status)
-        self.send_header("X-Error-Code", code)
-        self.send_header("X-Repo-Commit", COMMIT) if code == "EntryNotFound" else None
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._answer(body=False)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer(body=True)
 
 
 @pytest.fixture()
 def hub(tiny_bundle: Path) -> Iterator[FakeHub]:
     files = {str(p.relative_to(tiny_bundle)): p.read_bytes() for p in tiny_bundle.rglob("*") if p.is_file()}
-    server = FakeHub(files)
+    server = FakeHub(files, REPO)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
