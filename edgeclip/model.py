@@ -33,7 +33,7 @@ CPU_VARIANT_ORDER: tuple[str, ...] = ("int8", "int8-vnni", "fp32", "int4", "fp16
 DOT_PRODUCT_CPU_VARIANT_ORDER: tuple[str, ...] = ("int8-vnni", "int8", "fp32", "int4", "fp16")
 GPU_VARIANT_ORDER: tuple[str, ...] = ("fp16", "fp32", "int8", "int4")
 # Padded tokens per text session call. Past a few hundred rows the GEMMs are already efficient, so
-# more rows only add padding and attention work: bench.text_batching measured it (see the README).
+# more rows only add padding and attention work: bench.text_batching measured it (docs/speed.md).
 TEXT_TOKENS_PER_BATCH = 2048
 # Images per vision session call by default. On CPUs a 512 px image is already 1,025 rows per GEMM:
 # batch 4 ran at 0.98x (this AVX-512 VNNI EPYC) and 0.88-0.95x (an AMX Xeon) the images/s of batch 1.
