@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from skips import need
 
 from fakehub import FakeHub
 
@@ -80,11 +81,6 @@ def examples() -> list[Example]:
 
 EXAMPLES = examples()
 
-
-def _need(reason: str) -> None:
-    if os.environ.get("EDGECLIP_REQUIRE_DOCS") == "1":
-        pytest.fail(f"{reason} (EDGECLIP_REQUIRE_DOCS=1)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +161,7 @@ def test_example_runs(example: Example, template: Path, hub: FakeHub, page_folde
     command = ["bash", "-euo", "pipefail", "-c", code]
     if "--engine ray" in code:  # a local Ray listens on every interface: only inside a loopback-only namespace
         if shutil.which("unshare") is None or subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode:
-            _need("the Ray example needs a loopback-only network namespace (unshare -rn)")
+            need("EDGECLIP_REQUIRE_DOCS", "the Ray example needs a loopback-only network namespace (unshare -rn)")
         command = ["unshare", "-rn", "bash", "-euo", "pipefail", "-c", f"ip link set lo up\n{code}"]
     # its own process group: a timed-out example's background server is killed with it
     process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

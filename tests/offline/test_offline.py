@@ -21,14 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from skips import need
 
 HERE = Path(__file__).resolve().parent
 
-
-def _need(reason: str) -> None:
-    if os.environ.get("EDGECLIP_REQUIRE_OFFLINE") == "1":
-        pytest.fail(f"{reason} (EDGECLIP_REQUIRE_OFFLINE=1)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +39,13 @@ def offline_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
 def test_no_lookup_and_no_connection_leaves_loopback(offline_bundle: Path, tmp_path: Path) -> None:
     for tool in ("unshare", "strace", "ip"):
         if shutil.which(tool) is None:
-            _need(f"{tool} is missing (apt install util-linux strace iproute2)")
+            need("EDGECLIP_REQUIRE_OFFLINE", f"{tool} is missing (apt install util-linux strace iproute2)")
     for module in ("pyarrow", "openvino", "fastapi"):
         if __import__("importlib").util.find_spec(module) is None:
-            _need(f"{module} is missing (the test extra brings it)")
+            need("EDGECLIP_REQUIRE_OFFLINE", f"{module} is missing (the test extra brings it)")
     probe = subprocess.run(["unshare", "-rnm", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        _need(f"no network and mount namespace here: {probe.stderr.strip()}")
+        need("EDGECLIP_REQUIRE_OFFLINE", f"no network and mount namespace here: {probe.stderr.strip()}")
     (tmp_path / "photos").mkdir()
     for i in range(3):
         ramp = (np.add.outer(np.arange(60), np.arange(80))[..., None] * (i + 1)) % 256
