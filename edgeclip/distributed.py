@@ -65,6 +65,8 @@ def write_shard(shard: Path, payload: bytes) -> None:
         if exc.errno != errno.EXDEV:  # the folder is a mount point: the rename needs a temporary file inside it
             raise
         atomic_write_bytes(shard, payload)
+
+
 ROW_DTYPES = {"float32": np.float32, "float16": np.float16, "binary": np.int8, "ubinary": np.uint8}
 
 
