@@ -118,6 +118,14 @@ class EdgeClip:
                 self._sessions[tower] = session
             return self._sessions[tower]
 
+    def interrupt(self, tower: Tower) -> None:
+        """From another thread: stop the session call now running on `tower`; it raises
+        edgeclip.session.Interrupted (the server uses this when every waiting client has hung up)."""
+        with self._lock:
+            session = self._sessions.get(tower)
+        if session is not None:
+            session.interrupt()
+
     def _text_tokenizer(self) -> TextTokenizer:
         spec = self.manifest.text
         if spec is None:

@@ -95,3 +95,6 @@ class OpenVinoSession:
             results = self._request.infer(cast)
             outputs = {spec.name: np.array(results[self.compiled.output(spec.name)]) for spec in self.variant.outputs}
         return outputs
+
+    def interrupt(self) -> None:
+        """A synchronous OpenVINO infer cannot be stopped: the call in progress finishes."""

@@ -153,6 +153,10 @@ def remap_ids(remap: tuple[np.ndarray, np.ndarray] | None, feeds: dict[str, np.n
     return int(outside.sum())
 
 
+class Interrupted(RuntimeError):
+    """A session call stopped by interrupt() before it finished."""
+
+
 class TowerSession:
     """One tower variant's ORT session. `run` takes and returns arrays keyed by manifest names."""
 
@@ -187,10 +191,8 @@ class TowerSession:
         # lengths grew 0.7 -> 2.1 GB (full-size int8, text and images) and stayed there; with this
         # it returns to ~0.8 GB after each large run, at no measured cost for runs this size (short
         # queries skip it: re-growing the arena each time cost them ~5-20 %). bench.serve's soak checks it.
-        self._release: ort.RunOptions | None = None
-        if low_memory:
-            self._release = ort.RunOptions()
-            self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.low_memory = low_memory
+        self._running: ort.RunOptions | None = None  # the options of the call in progress, for interrupt()
 
     def _check_contract(self) -> None:
         def describe(specs: Sequence[TensorSpec]) -> list[tuple[str, str]]:
@@ -218,8 +220,24 @@ class TowerSession:
         cast = prepare_feeds(self.variant, self.tower, feeds)
         self.unknown_tokens = remap_ids(self._remap, cast)
         names = [spec.name for spec in self.variant.outputs]
-        large = self._release is not None and sum(array.size for array in cast.values()) > RELEASE_ABOVE_ELEMENTS
-        return dict(zip(names, self.session.run(names, cast, self._release if large else None)))
+        options = ort.RunOptions()  # one per call (~1 us): interrupt() flags this call only
+        if self.low_memory and sum(array.size for array in cast.values()) > RELEASE_ABOVE_ELEMENTS:
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._running = options
+        try:
+            return dict(zip(names, self.session.run(names, cast, options)))
+        except Exception as exc:
+            if options.terminate:
+                raise Interrupted(f"the {self.tower} session call was interrupted") from exc
+            raise
+        finally:
+            self._running = None
+
+    def interrupt(self) -> None:
+        """From another thread: make the session call in progress (if any) stop and raise Interrupted."""
+        running = self._running
+        if running is not None:
+            running.terminate = True
 
 
 def open_session(bundle: Bundle, tower: Tower, variant_name: str, threads: int | None = None,

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--variant", help="bundle variant, e.g. fp32 (default: int8 on CPU)")
     p.add_argument("--max-batch", type=positive, default=32, help="text items per session call (default 32; images at most 4)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long an item waits for batch-mates (default 5)")
+    p.add_argument("--served-model-name", action="append", default=[], metavar="NAME",
+                   help="also accept NAME as `model` (repeatable): a client's default model name, accepted on purpose")
     p.add_argument("--index", type=Path, metavar="DB", help="an `edgeclip index` file: serve its search page at / "
                    "(and GET /v1/search, /v1/thumbnail)")
     limits = p.add_argument_group("limits")
@@ -36,6 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     limits.add_argument("--max-tokens", type=positive, default=8192, help="tokens per text (default 8192)")
     limits.add_argument("--max-queue", type=positive, default=512, help="texts waiting before 429 (default 512; images: a 16th of it)")
     limits.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request body to arrive (default 30)")
+    limits.add_argument("--max-images", type=positive, default=256, help="images per request (default 256)")
+    limits.add_argument("--max-request-megapixels", type=positive, default=1024,
+                        help="all images of one request together, in megapixels (default 1024)")
+    limits.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds for a connection's request headers to arrive, else it is closed (default 10)")
+    limits.add_argument("--max-connections", type=positive, default=1000,
+                        help="open connections; more are answered 503 and closed at once (default 1000)")
     p.set_defaults(run=run)
 
 
@@ -43,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from ..server import Limits, ServerConfig
         from ..server import run as serve
-        from ..server.config import api_key_from
+        from ..server.config import api_key_from, base64_size
     except ImportError as exc:
         raise InputError(f"edgeclip serve needs the server extra ({exc.name} is missing): "
                          "pip install 'edgeclip[server]'") from exc
@@ -53,17 +62,24 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--port must be 0-65535, got {args.port}")
     if not 0 <= args.max_wait_ms <= 1000:
         raise InputError(f"--max-wait-ms must be 0-1000, got {args.max_wait_ms:g}")
-    if not args.body_timeout > 0:
-        raise InputError(f"--body-timeout must be positive, got {args.body_timeout:g}")
+    for option, value in (("--body-timeout", args.body_timeout), ("--header-timeout", args.header_timeout)):
+        if not value > 0:
+            raise InputError(f"{option} must be positive, got {value:g}")
     mib = 1024 * 1024
+    if args.max_body_mb * mib < base64_size(args.max_image_mb * mib) + 1024:
+        raise InputError(f"--max-body-mb {args.max_body_mb} cannot hold one image of --max-image-mb {args.max_image_mb} "
+                         f"as base64; raise --max-body-mb to at least {-(-base64_size(args.max_image_mb * mib) // mib) + 1}")
     limits = Limits(max_items=args.max_items, max_body_bytes=args.max_body_mb * mib, max_image_bytes=args.max_image_mb * mib,
-                    max_tokens=args.max_tokens, max_queue=args.max_queue, body_timeout_s=args.body_timeout)
+                    max_tokens=args.max_tokens, max_queue=args.max_queue, body_timeout_s=args.body_timeout,
+                    max_images=args.max_images, max_request_pixels=args.max_request_megapixels * 1_000_000)
     fetch = FetchPolicy(max_bytes=limits.max_image_bytes, allow_hosts=tuple(h.lower() for h in args.allow_host)) if args.fetch_urls else None
     if args.allow_host and not args.fetch_urls:
         raise InputError("--allow-host only matters with --fetch-urls; add --fetch-urls")
     config = ServerConfig(bundle=args.bundle, host=args.host, port=args.port, api_key=api_key_from(args.api_key),
                           fetch=fetch, threads=args.threads, variant=args.variant, max_batch=args.max_batch,
-                          max_wait_ms=args.max_wait_ms, limits=limits, index=args.index)
+                          max_wait_ms=args.max_wait_ms, limits=limits, index=args.index,
+                          served_model_names=tuple(name.strip() for name in args.served_model_name if name.strip()),
+                          header_timeout_s=args.header_timeout, max_connections=args.max_connections)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(config)
     return 0

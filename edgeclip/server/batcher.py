@@ -7,6 +7,8 @@ between the towers whenever both have work, so a queue of images cannot starve s
 waits for at most one image batch). One inference at a time is the right number on a CPU: ONNX
 Runtime already spreads each call over `threads` cores, and two concurrent calls would only contend.
 A full queue refuses new items at once (the caller answers 429) instead of letting them time out.
+Items whose futures were cancelled (their client hung up) are dropped unrun, and a session call that
+only such items wait for is interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,7 @@ class TowerQueue:
     jobs: deque[_Job] = field(default_factory=deque)
     seconds_per_item: float = 0.05  # running estimate, for Retry-After
     arriving: int = 0  # requests admitted for this tower whose items are not queued yet
+    interrupt: Callable[[], None] = lambda: None  # stops the runner's call in progress, from another thread
 
 
 class Batcher:
@@ -61,6 +64,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._order: list[Tower] = list(towers)
+        self._running: tuple[Tower, list[_Job]] | None = None
         self._thread = threading.Thread(target=self._loop, name="edgeclip-inference", daemon=True)
         self._thread.start()
 
@@ -104,6 +108,16 @@ class Batcher:
             self._cond.notify_all()
         return [job.future for job in jobs]
 
+    def drop_cancelled(self, tower: Tower) -> None:
+        """Forget the tower's cancelled items now (so they stop counting against the queue), and interrupt
+        the batch in progress if every item in it is cancelled."""
+        queue = self.towers[tower]
+        with self._cond:
+            queue.jobs = deque(job for job in queue.jobs if not job.future.cancelled())
+            running = self._running
+            if running is not None and running[0] == tower and all(job.future.cancelled() for job in running[1]):
+                queue.interrupt()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish what is queued, then end the thread."""
         with self._cond:
@@ -122,14 +136,18 @@ class Batcher:
             try:
                 rows = queue.runner([job.payload for job in jobs])
             except BaseException as exc:  # noqa: BLE001 - every waiting request must hear about it
-                log.exception("%s batch of %d failed", tower, len(jobs))
+                if not all(job.future.cancelled() for job in jobs):
+                    log.exception("%s batch of %d failed", tower, len(jobs))
                 for job in jobs:
-                    job.future.set_exception(exc)
+                    _settle(job.future, exception=exc)
                 continue
+            finally:
+                with self._cond:
+                    self._running = None
             seconds = time.monotonic() - started
             queue.seconds_per_item = 0.8 * queue.seconds_per_item + 0.2 * seconds / len(jobs)
             for job, row in zip(jobs, rows):
-                job.future.set_result(row)
+                _settle(job.future, row)
             self.observe(tower, len(jobs), seconds)
 
     def _next_batch(self) -> tuple[Tower, list[_Job]] | None:
@@ -153,10 +171,19 @@ class Batcher:
                     continue
                 self._order.remove(tower)
                 self._order.append(tower)  # the other tower goes first next time
-                return tower, self._take(queue)
+                jobs = self._take(queue)
+                if not jobs:
+                    continue
+                self._running = (tower, jobs)
+                return tower, jobs
 
     @staticmethod
     def _take(queue: TowerQueue) -> list[_Job]:
+        """The next batch from the queue's head, skipping items whose client hung up."""
+        while queue.jobs and queue.jobs[0].future.cancelled():
+            queue.jobs.popleft()
+        if not queue.jobs:
+            return []
         jobs = [queue.jobs.popleft()]
         widest = jobs[0].cost
         while queue.jobs and len(jobs) < queue.max_batch:
@@ -164,5 +191,18 @@ class Batcher:
             if wider * (len(jobs) + 1) > queue.max_batch_cost:
                 break
             widest = wider
-            jobs.append(queue.jobs.popleft())
+            job = queue.jobs.popleft()
+            if not job.future.cancelled():
+                jobs.append(job)
         return jobs
+
+
+def _settle(future: Future[np.ndarray], row: np.ndarray | None = None, exception: BaseException | None = None) -> None:
+    """Hand the result over unless the future was cancelled meanwhile (its client is gone)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(row)
+    except InvalidStateError:
+        pass

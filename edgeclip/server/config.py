@@ -25,14 +25,24 @@ class Limits:
     max_tokens: int = 8192  # per text: the model's limit; longer is a 422 unless truncate=true
     max_queue: int = 512  # texts waiting (images: a 16th); more is a 429 with Retry-After, answered at once
     body_timeout_s: float = 30.0  # a request body that takes longer to arrive is a 408 (slow-drip clients)
+    max_images: int = 256  # images per request: each costs ~1-3 s of CPU at full size
+    max_request_pixels: int = 1024 * 1_000_000  # all images of a request together (decoding costs by the pixel)
 
     def __post_init__(self) -> None:
-        for name in ("max_items", "max_body_bytes", "max_image_bytes", "max_image_pixels", "max_tokens", "max_queue"):
+        for name in ("max_items", "max_body_bytes", "max_image_bytes", "max_image_pixels", "max_tokens", "max_queue",
+                     "max_images", "max_request_pixels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not self.body_timeout_s > 0:
             raise ValueError(f"body_timeout_s must be positive, got {self.body_timeout_s!r}")
+        if self.max_body_bytes < base64_size(self.max_image_bytes) + 1024:
+            raise ValueError(f"max_body_bytes ({self.max_body_bytes}) must hold one image of max_image_bytes "
+                             f"({self.max_image_bytes}) as base64 ({base64_size(self.max_image_bytes) + 1024} bytes)")
+
+
+def base64_size(size: int) -> int:
+    return (size + 2) // 3 * 4
 
 
 @dataclass(frozen=True)
@@ -49,12 +59,19 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     graceful_timeout_s: float = 30.0  # SIGTERM: in-flight requests get this long to finish
     index: Path | None = None  # an `edgeclip index` file: the search page at / and /v1/search
+    served_model_names: tuple[str, ...] = ()  # more names accepted as `model` (a client's default)
+    header_timeout_s: float = 10.0  # a connection whose request headers are not complete by then is closed
+    max_connections: int = 1000  # open connections; more are answered 503 and closed at once
 
     def __post_init__(self) -> None:
         if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"max_batch must be a positive int, got {self.max_batch!r}")
         if not 0 <= self.max_wait_ms <= 1000:
             raise ValueError(f"max_wait_ms must be in [0, 1000], got {self.max_wait_ms!r}")
+        if not self.header_timeout_s > 0:
+            raise ValueError(f"header_timeout_s must be positive, got {self.header_timeout_s!r}")
+        if isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int) or self.max_connections < 1:
+            raise ValueError(f"max_connections must be a positive int, got {self.max_connections!r}")
 
 
 def api_key_from(value: str | None) -> str | None:

@@ -7,12 +7,13 @@ blocks on them); session calls run on the batcher's one inference thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..model import EdgeClip, load
 from .batcher import Batcher, Overloaded, TowerQueue
 from .config import MODEL_ALIASES, VISION_MAX_BATCH, ServerConfig
 from .errors import ApiError, invalid_item
-from .items import ImageItem, Item, Options, TextItem, image_bytes, image_pixels
+from .items import ImageItem, Item, Options, TextItem, check_image_budget, image_area, image_bytes, image_pixels
 from .metrics import Metrics
 
 log = logging.getLogger("edgeclip.server")
@@ -50,7 +51,8 @@ class Engine:
                                     max_image_pixels=config.limits.max_image_pixels)
         manifest = self.model.manifest
         self.towers: tuple[Tower, ...] = tuple(t for t in ("text", "vision") if getattr(manifest, t) is not None)  # type: ignore[misc]
-        self.model_names = (*MODEL_ALIASES, *dict.fromkeys([config.bundle.resolve().name, manifest.source.model_id]))
+        self.model_names = tuple(dict.fromkeys([*MODEL_ALIASES, config.bundle.resolve().name, manifest.source.model_id,
+                                                *config.served_model_names]))
         self.ready = threading.Event()
         self.load_error: str | None = None
         self.batcher: Batcher | None = None
@@ -78,7 +80,10 @@ class Engine:
             queues: dict[Tower, TowerQueue] = {}
             for tower in self.towers:
                 variant = self.model.bundle.variant(tower, self.model.variant_name(tower))
-                cap = self.config.max_batch if tower == "text" else min(self.config.max_batch, VISION_MAX_BATCH)
+                # images: one per call on CPUs, where batching does not speed them up (and a hung-up client's
+                # images stop at the next call); VISION_MAX_BATCH on GPUs
+                cap = self.config.max_batch if tower == "text" else min(self.config.max_batch,
+                                                                         VISION_MAX_BATCH if self.model.on_gpu else 1)
                 if not variant.batch_independent:
                     log.warning("the %s %s graph has per-tensor activation scales (built before edgeclip 0.1.0's "
                                 "per-row scales): items are embedded one at a time so that batch-mates cannot change "
@@ -87,7 +92,8 @@ class Engine:
                 runner = self._run_text if tower == "text" else self._run_vision
                 limit = self.config.limits.max_queue
                 queues[tower] = TowerQueue(runner, cap, limit if tower == "text" else max(1, limit // IMAGE_QUEUE_SHARE),
-                                           TEXT_BATCH_TOKENS if tower == "text" else cap)
+                                           TEXT_BATCH_TOKENS if tower == "text" else cap,
+                                           interrupt=functools.partial(self.model.interrupt, tower))
                 self._warm(tower)
             self.batcher = Batcher(queues, self.config.max_wait_ms / 1000, self.metrics.observe_batch)
         except EdgeClipError as exc:
@@ -115,6 +121,8 @@ class Engine:
     # ---- one request ---------------------------------------------------------------------------
 
     async def embed(self, items: list[Item], options: Options) -> Embedded:
+        """Embed a request's items. Cancelled (its client hung up): the items still queued are dropped, and
+        a session call that only they were waiting for is stopped."""
         if not self.ready.is_set() or self.batcher is None:
             raise ApiError(503, "not_ready", self.load_error or "the model is still loading; retry in a few seconds",
                            headers={"Retry-After": "5"})
@@ -131,30 +139,46 @@ class Engine:
         text_job = None
         if texts and sum(len(t.text) for t in texts) > INLINE_TOKENIZE_CHARS:
             text_job = loop.run_in_executor(self.pool, self._tokenize, texts, options)
-        image_jobs = [loop.run_in_executor(self.pool, self._pixels, item) for item in images]
-        rows: dict[int, Any] = {}
+        image_jobs = [loop.run_in_executor(self.pool, self._image_bytes, item) for item in images]
         text_tokens = image_tokens = 0
-        futures = []
+        futures: dict[Tower, list[Future[np.ndarray]]] = {"text": [], "vision": []}
         try:
             if texts:
                 with self.batcher.arriving("text"):
                     ids = await text_job if text_job is not None else self._tokenize(texts, options)
                     text_tokens = sum(len(row) for row in ids)
-                    futures += zip([t.index for t in texts], self.batcher.submit("text", ids, [len(r) for r in ids]))
+                    futures["text"] = self.batcher.submit("text", ids, [len(r) for r in ids])
             if image_jobs:
                 with self.batcher.arriving("vision"):
+                    encoded = await asyncio.gather(*image_jobs)
+                    check_image_budget([area for _, area in encoded], self.config.limits)
+                    image_jobs = [loop.run_in_executor(self.pool, self._pixels, item, data)
+                                  for item, (data, _) in zip(images, encoded)]
                     decoded = await asyncio.gather(*image_jobs)
                     image_tokens = sum(tokens for _, tokens in decoded)
-                    futures += zip([i.index for i in images],
-                                   self.batcher.submit("vision", [p for p, _ in decoded], [1] * len(decoded)))
+                    futures["vision"] = self.batcher.submit("vision", [p for p, _ in decoded], [1] * len(decoded))
+            rows = [await asyncio.wrap_future(f) for f in futures["text"]] + [await asyncio.wrap_future(f) for f in futures["vision"]]
         except Overloaded as exc:
             raise self._overloaded(exc) from exc
+        except asyncio.CancelledError:
+            self._drop(futures, len(texts), len(images))
+            raise
         finally:
             for job in image_jobs:
                 job.cancel()
-        for index, future in futures:
-            rows[index] = await asyncio.wrap_future(future)
-        return Embedded(np.stack([rows[i.index] for i in items]), text_tokens, image_tokens)
+        by_index = dict(zip([i.index for i in texts] + [i.index for i in images], rows))
+        return Embedded(np.stack([by_index[i.index] for i in items]), text_tokens, image_tokens)
+
+    def _drop(self, futures: dict[Tower, list[Future[np.ndarray]]], texts: int, images: int) -> None:
+        """The client is gone: cancel what has not run, stop a session call that only this request waits
+        for, and count every item not computed for it."""
+        assert self.batcher is not None
+        for tower, total in (("text", texts), ("vision", images)):
+            if not total:
+                continue
+            done = sum(1 for f in futures[tower] if not f.cancel() and f.done())
+            self.batcher.drop_cancelled(tower)  # type: ignore[arg-type]
+            self.metrics.dropped.labels(tower).inc(total - done)
 
     def _overloaded(self, exc: Overloaded) -> ApiError:
         return ApiError(429, "overloaded", f"the server is at capacity ({exc.tower} queue full); retry after "
@@ -177,8 +201,12 @@ class Engine:
                            f"{limit}; shorten it or send \"truncate\": true", errors=errors)
         return [t.ids for t in tokenized]
 
-    def _pixels(self, item: ImageItem) -> tuple[np.ndarray, int]:
+    def _image_bytes(self, item: ImageItem) -> tuple[bytes, int]:
+        """The image's bytes (decoded base64, or fetched) and its area from the header, for the request's budget."""
+        data = image_bytes(item, self.config.limits, self.config.fetch)
+        return data, image_area(data)
+
+    def _pixels(self, item: ImageItem, data: bytes) -> tuple[np.ndarray, int]:
         spec = self.model.manifest.vision
         assert spec is not None
-        data = image_bytes(item, self.config.limits, self.config.fetch)
         return image_pixels(item, data, spec, self.config.limits)

@@ -1,4 +1,6 @@
-"""Errors in Jina's body: {"detail", "code", "request_id"} (422 adds "errors"); clients read `detail`."""
+"""Errors every client can read: Jina's {"detail", "code", "request_id"} (422 adds "errors") and OpenAI's
+{"error": {"message", "type", "param", "code"}} in the same body (the OpenAI SDK and LangChain read
+`error.message`; Jina's clients read `detail`)."""
 
 from __future__ import annotations
 
@@ -31,13 +33,30 @@ def invalid_item(index: int, field: str, message: str, value: Any = None, kind: 
                     errors=[{"field": f"{where}.{field}" if field else where, "input": _short(value), "message": message, "type": kind}])
 
 
-def error_body(request: Request, status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None,
-               headers: dict[str, str] | None = None) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", "")
+def error_payload(status: int, code: str, detail: str, request_id: str,
+                  errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The one error body of every route and of the guard in front of them."""
     body: dict[str, Any] = {"detail": detail, "code": code, "request_id": request_id}
     if errors is not None:
         body["errors"] = errors
+    body["error"] = {"message": detail, "type": openai_type(status), "param": errors[0]["field"] if errors else None,
+                     "code": code}
+    return body
+
+
+def openai_type(status: int) -> str:
+    """OpenAI's error `type` for a status, as its SDK and LangChain expect."""
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(request: Request, status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None,
+               headers: dict[str, str] | None = None) -> JSONResponse:
     request.state.error_code = code
+    body = error_payload(status, code, detail, getattr(request.state, "request_id", ""), errors)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import numpy as np
+from PIL import Image
 
 from ..errors import InputError, InputTooLarge
 from ..fetch import FetchPolicy, decode_data_uri, fetch_url, is_data_uri
@@ -22,6 +25,8 @@ from .schema import BytesInput, EmbeddingsRequest, ImageInput, TextInput, UrlInp
 # Jina's jina-clip-v2 task names; only retrieval.query changes what the model sees (the query instruction).
 KNOWN_TASKS = ("retrieval.query", "retrieval.passage", "text-matching", "separation", "classification")
 _SCHEME_PREFIXES = ("http://", "https://")
+# A bare string in this shape is an image (jina-haystack sends images so); every other bare string is a text.
+IMAGE_DATA_URI = re.compile(r"data:image/[a-z0-9.+-]+(;[^,;]*)*;base64,", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,19 @@ def parse_items(request: EmbeddingsRequest, limits: Limits) -> list[Item]:
                        "(split the request, or start the server with a larger --max-items)")
     items: list[Item] = []
     for index, entry in enumerate(raw):
-        if isinstance(entry, str):
+        if isinstance(entry, str) and IMAGE_DATA_URI.match(entry):
+            items.append(ImageItem(index, "data", entry))
+        elif isinstance(entry, str):
             items.append(TextItem(index, entry))
         elif isinstance(entry, TextInput):
             items.append(TextItem(index, entry.text))
         else:
             field, value = _image_field(entry)
             items.append(ImageItem(index, _image_kind(index, field, value), value))
+    images = sum(isinstance(item, ImageItem) for item in items)
+    if images > limits.max_images:
+        raise ApiError(413, "too_many_images", f"{images} images in one request; at most {limits.max_images} "
+                       "(split the request, or start the server with a larger --max-images)")
     for item in items:
         if isinstance(item, TextItem):
             _check_unicode(item)
@@ -172,6 +183,23 @@ def image_bytes(item: ImageItem, limits: Limits, fetch: FetchPolicy | None) -> b
 
 def _capped(policy: FetchPolicy, cap: int) -> FetchPolicy:
     return replace(policy, max_bytes=min(policy.max_bytes, cap))
+
+
+def image_area(data: bytes) -> int:
+    """width x height from the image's header, without decoding it (0 if unreadable: decoding says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except Exception:  # noqa: BLE001 - any unreadable header; image_pixels reports it per item
+        return 0
+
+
+def check_image_budget(areas: list[int], limits: Limits) -> None:
+    total = sum(areas)
+    if total > limits.max_request_pixels:
+        raise ApiError(413, "images_too_large", f"the request's {len(areas)} images hold {total / 1e6:,.0f} megapixels "
+                       f"together; at most {limits.max_request_pixels / 1e6:,.0f} per request (send fewer or smaller "
+                       "images, or start the server with a larger --max-request-megapixels)")
 
 
 def image_pixels(item: ImageItem, data: bytes, spec: VisionSpec, limits: Limits) -> tuple[np.ndarray, int]:

@@ -22,6 +22,12 @@ class Metrics:
         self.inference = Histogram("edgeclip_inference_seconds", "seconds per session call", ["tower"],
                                    buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("edgeclip_queue_depth", "items waiting per tower", ["tower"], registry=r)
+        self.dropped = Counter("edgeclip_dropped_items", "items not computed because their client hung up, by tower",
+                               ["tower"], registry=r)
+        self.connections_refused = Counter("edgeclip_connections_refused", "connections closed at once: over "
+                                           "--max-connections", registry=r)
+        self.header_timeouts = Counter("edgeclip_header_timeouts", "connections closed: no complete request headers "
+                                       "within --header-timeout", registry=r)
         self.ready = Gauge("edgeclip_ready", "1 once the sessions are loaded and warmed", registry=r)
 
     def observe_batch(self, tower: str, size: int, seconds: float) -> None:

@@ -8,11 +8,13 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
 from .app import create_app
 from .config import ServerConfig
+from .protocol import fit_descriptor_limit, protocol_class
 
 log = logging.getLogger("edgeclip.server")
 
@@ -49,10 +51,17 @@ def run(config: ServerConfig) -> None:
     if not is_loopback(config.host) and config.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use it "
                     "(pass --api-key or set EDGECLIP_API_KEY)", config.host)
+    _Server(uvicorn_config(config)).run()
+
+
+def uvicorn_config(config: ServerConfig, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's settings for this server: the app, its address, and our HTTP protocol with the header
+    deadline and the connection cap (tests serve through this too)."""
     app = create_app(config)
-    server = _Server(uvicorn.Config(
-        app, host=config.host.strip("[]"), port=config.port, log_level="info", access_log=False,  # the guard logs requests
-        timeout_graceful_shutdown=int(config.graceful_timeout_s), server_header=False, lifespan="on",
-        log_config=None,
-    ))
-    server.run()
+    max_connections = fit_descriptor_limit(config.max_connections)
+    settings: dict[str, Any] = dict(
+        host=config.host.strip("[]"), port=config.port, log_level="info", access_log=False,  # the guard logs requests
+        timeout_graceful_shutdown=int(config.graceful_timeout_s), server_header=False, lifespan="on", log_config=None,
+        http=protocol_class(config.header_timeout_s, max_connections, app.state.metrics),
+        backlog=max(2048, max_connections))
+    return uvicorn.Config(app, **{**settings, **overrides})

@@ -79,11 +79,21 @@ class FieldError(BaseModel):
     type: str
 
 
+class OpenAIError(BaseModel):
+    message: str = Field(description="the same text as `detail`")
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error or server_error")
+    param: Union[str, None] = Field(None, description="the first field at fault, if any")
+    code: str = Field(description="the same as the top-level `code`")
+
+
 class ErrorBody(BaseModel):
+    """Jina's error fields and OpenAI's `error` object, in one body."""
+
     detail: str
     code: str
     request_id: str
     errors: Union[list[FieldError], None] = None
+    error: OpenAIError
 
 
 class ModelCard(BaseModel):
@@ -96,3 +106,19 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# The app parses the body itself (off the event loop when large), so the request model is declared to
+# the OpenAPI document here instead of through a FastAPI body parameter.
+_REF = "#/components/schemas/{model}"
+
+
+def request_body_openapi() -> dict[str, object]:
+    schema = {"$ref": _REF.format(model="EmbeddingsRequest")}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def request_schemas() -> dict[str, object]:
+    """EmbeddingsRequest and the item models it refers to, for the document's components."""
+    schema = EmbeddingsRequest.model_json_schema(ref_template=_REF)
+    return {**schema.pop("$defs", {}), "EmbeddingsRequest": schema}

@@ -23,7 +23,8 @@ import uvicorn  # noqa: E402
 
 import edgeclip  # noqa: E402
 from edgeclip.fetch import FetchPolicy  # noqa: E402
-from edgeclip.server import ServerConfig, create_app  # noqa: E402
+from edgeclip.server import ServerConfig  # noqa: E402
+from edgeclip.server.run import uvicorn_config  # noqa: E402
 
 
 @contextmanager
@@ -34,7 +35,7 @@ def running(bundle: Path, *, ready: bool = True, **settings: Any) -> Iterator[st
     sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for the port
     port = sock.getsockname()[1]
     config = ServerConfig(bundle=bundle, port=port, **settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on", log_config=None))
+    server = uvicorn.Server(uvicorn_config(config, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -149,3 +150,9 @@ def png_claiming_fixture() -> Any:
 def serve() -> Any:
     """running(bundle, **settings): a server of one's own (other limits, a key, no fetching)."""
     return running
+
+
+@pytest.fixture(scope="session")
+def make_png() -> Any:
+    """png(width, height, seed, fmt): a small photo-like image's bytes."""
+    return png

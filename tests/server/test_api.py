@@ -174,7 +174,7 @@ def test_models_health_live_ready_and_metrics(server: str, tiny_bundle: Path) ->
                  'edgeclip_request_seconds_bucket{le="0.005",path="/v1/embeddings"}'):
         assert line in text, line
     unknown = requests.get(f"{server}/v1/nothing-here", timeout=10)
-    assert unknown.status_code == 404 and set(unknown.json()) == {"detail", "code", "request_id"}
+    assert unknown.status_code == 404 and set(unknown.json()) == {"detail", "code", "request_id", "error"}
     assert requests.get(f"{server}/v1/embeddings", timeout=10).status_code == 405
 
 
