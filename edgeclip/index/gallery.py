@@ -22,10 +22,11 @@ img{width:100%;height:200px;object-fit:cover;border-radius:4px;background:#eee}
 figcaption{font-size:12px;word-break:break-all;margin-top:6px}.score{color:#666}.doc{white-space:pre-wrap;font-size:13px}"""
 
 
-def thumbnail_bytes(path: str, size: int = THUMB_PX) -> bytes:
-    """A JPEG thumbnail of an image file (the runtime's decoder: the same limits and EXIF handling)."""
+def thumbnail_bytes(path: str, width: int = THUMB_PX, height: int | None = None) -> bytes:
+    """A JPEG of an image file scaled to fit width x height, aspect kept, never enlarged (the runtime's
+    decoder: the same limits and EXIF handling)."""
     image = open_image(path)
-    image.thumbnail((size, size))
+    image.thumbnail((width, height or width))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=82)
     return buffer.getvalue()

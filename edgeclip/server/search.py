@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..errors import InputError
 from ..index import Index
-from ..index.gallery import thumbnail_bytes
+from ..index.gallery import THUMB_PX, thumbnail_bytes
 from .errors import ApiError
 
 PAGE = (Path(__file__).with_name("search_page.html")).read_text(encoding="utf-8")
@@ -52,10 +52,13 @@ def add_search_routes(app: FastAPI, index: Index, pool: Any) -> None:
                                           if r.kind == "image" else None} for r in results]})
 
     @app.get("/v1/thumbnail")
-    async def thumbnail(id: str = Query(..., max_length=4096)) -> Response:  # noqa: A002 - the query name clients use
+    async def thumbnail(id: str = Query(..., max_length=4096),  # noqa: A002 - the query name clients use
+                        w: int = Query(THUMB_PX, ge=16, le=2048, description="box width in device pixels"),
+                        h: int = Query(THUMB_PX, ge=16, le=2048, description="box height in device pixels")) -> Response:
+        """The image scaled to fit w x h, its aspect kept (never enlarged)."""
         path = _indexed_image(index, id)
         try:
-            data = await asyncio.get_running_loop().run_in_executor(pool, thumbnail_bytes, path)
+            data = await asyncio.get_running_loop().run_in_executor(pool, thumbnail_bytes, path, w, h)
         except (InputError, OSError) as exc:
             raise ApiError(404, "not_found", f"the image {id!r} cannot be read any more; reindex") from exc
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})

@@ -1,7 +1,8 @@
 """The search page in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-Type a query, see thumbnails, click one, see similar images; a screenshot is saved as an artifact
-(test-artifacts/search-page.png). Skipped where Chromium or Playwright is missing, unless
+Photos / documents / all, captions and sharp thumbnails at device pixel ratio 2, every result reached
+with Tab and Enter finding similar ones, errors as one sentence; screenshots are saved as artifacts
+(test-artifacts/search-*.png; docs/images holds copies). Skipped where Chromium or Playwright is missing, unless
 EDGECLIP_REQUIRE_BROWSER=1 (CI sets it, so there it must run).
 """
 
@@ -51,46 +52,104 @@ def photo_index(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> 
         tint = rng.integers(40, 255, 3)
         ramp = np.add.outer(np.arange(90), np.arange(120))[..., None] % 64
         Image.fromarray(((ramp * 2 + tint) % 256).astype(np.uint8)).save(root / f"photo{i}.jpg")
+    for name, (width, height) in {"portrait.jpg": (600, 1400), "panorama.jpg": (1400, 500)}.items():
+        ramp = np.add.outer(np.arange(height), np.arange(width))[..., None] * np.array([1, 2, 3])
+        Image.fromarray((ramp // 7 % 256).astype(np.uint8)).save(root / name)
     Image.new("RGB", (80, 60), (250, 200, 0)).save(root / "<img src=x onerror=alert(1)>.png")
     (root / "notes.md").write_text("<b>bold?</b> The seal sleeps on the rock.", encoding="utf-8")
+    (root / "a-rather-long-file-name-for-the-harbour-walk-notes.txt").write_text("Boats in the harbour.", encoding="utf-8")
     db = tmp_path_factory.mktemp("index") / "photos.db"
     with Index(db, edgeclip.load(tiny_bundle)) as index:
         index.add([root])
     return db
 
 
-def test_query_thumbnails_and_click_for_similar(playwright: Any, serve: Any, tiny_bundle: Path, photo_index: Path,
-                                                tmp_path: Path) -> None:
+@pytest.fixture()
+def page(playwright: Any, serve: Any, tiny_bundle: Path, photo_index: Path, tmp_path: Path) -> Any:
+    """The search page in Chromium at device pixel ratio 2; checks afterwards that nothing was fetched
+    from elsewhere and no script ran from a file name or document."""
     with serve(tiny_bundle, index=photo_index, api_key="page-key") as base:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS, device_scale_factor=2,
+            viewport={"width": 1100, "height": 800},
             http_credentials={"username": "me", "password": "page-key"},  # what the browser's login prompt sends
             bypass_csp=True)  # the page's CSP forbids eval, which Playwright's wait_for_function needs
         outside: list[str] = []
         dialogs: list[str] = []
         try:
-            page = context.new_page()
-            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(f"{base}/")
-            page.fill("#q", "foca en una roca")
-            page.press("#q", "Enter")
-            page.wait_for_selector("figure.hit")
-            assert page.locator("figure.hit").count() == 8
-            page.wait_for_function("[...document.images].length == 7 && [...document.images].every(i => i.complete && i.naturalWidth > 0)")
-            assert "<img src=x onerror=alert(1)>.png" in page.inner_text("#results")  # shown as text
-            assert "<b>bold?</b>" in page.inner_text("#results")
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "search-page.png"), full_page=True)
-            first = page.locator("figure.hit.image").first
-            clicked = first.get_attribute("data-id")
-            first.click()
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('8 results for images like')")
-            assert page.locator("figure.hit").first.get_attribute("data-id") == clicked  # its own nearest neighbour
-            assert page.locator("figure.hit.text").count() == 1
+            tab = context.new_page()
+            tab.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
+            tab.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            tab.goto(f"{base}/")
+            yield tab
         finally:
             context.close()
-    assert outside == [] and dialogs == [], (outside, dialogs)  # nothing fetched from elsewhere, no script ran from a name or document
+    assert outside == [] and dialogs == [], (outside, dialogs)
+
+
+def query(page: Any, text: str) -> None:
+    page.fill("#q", text)
+    page.press("#q", "Enter")
+    page.wait_for_function("!document.getElementById('status').textContent.startsWith('Searching')")
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def test_photos_documents_and_all(page: Any) -> None:
+    query(page, "foca en una roca")
+    assert page.locator("figure.hit").count() == 9 and page.locator("figure.hit.text").count() == 0  # photos first
+    page.wait_for_function("[...document.images].length == 9 && [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    shot(page, "search-photos.png")
+    page.click("label[for=kind-text]")
+    page.wait_for_function("document.querySelectorAll('figure.hit.image').length == 0 && document.querySelectorAll('figure.hit.text').length == 2")
+    assert "<b>bold?</b>" in page.inner_text("#results")  # shown as text
+    page.click("label[for=kind-all]")
+    page.wait_for_function("document.querySelectorAll('figure.hit').length == 11")
+
+
+def test_captions_are_file_names_and_thumbnails_are_sharp(page: Any) -> None:
+    query(page, "a harbour")
+    page.wait_for_function("[...document.images].length == 9 && [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    names = page.locator("figcaption .name").all_inner_texts()
+    assert "<img src=x onerror=alert(1)>.png" in names and "portrait.jpg" in names  # the name only, as text
+    titles = page.locator("figure.hit").evaluate_all("fs => fs.map(f => f.title)")
+    assert all(t.startswith("/") for t in titles)  # the full path is in the title
+    # each large photo's thumbnail has at least one image pixel per device pixel of the box it fills
+    scales = page.evaluate("""() => [...document.images].filter(i => /portrait|panorama/.test(i.alt)).map(i => {
+        const scale = Math.min(i.clientWidth / i.naturalWidth, i.clientHeight / i.naturalHeight);
+        return [i.alt, scale * devicePixelRatio, i.naturalWidth / i.naturalHeight]; })""")
+    assert len(scales) == 2, scales
+    for name, device_px_per_image_px, aspect in scales:
+        assert device_px_per_image_px <= 1.01, (name, device_px_per_image_px)
+        assert abs(aspect - (600 / 1400 if name == "portrait.jpg" else 1400 / 500)) < 0.02  # aspect kept
+
+
+def test_the_keyboard_reaches_every_result_and_enter_finds_similar(page: Any) -> None:
+    query(page, "a photo")
+    ids = page.locator("figure.hit").evaluate_all("fs => fs.map(f => f.dataset.id)")
+    reached = []
+    for _ in range(len(ids) + 6):  # the search box, the switch, the button, then every card
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.dataset.id || ''"))
+    assert [r for r in reached if r] == ids
+    page.focus(f"figure.hit.image >> nth=2")
+    chosen = page.evaluate("document.activeElement.dataset.id")
+    shot(page, "search-keyboard.png")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.getElementById('status').textContent.includes('photos like')")
+    assert page.locator("figure.hit").first.get_attribute("data-id") == chosen  # its own nearest neighbour
+
+
+def test_an_error_replaces_the_results_with_one_sentence(page: Any) -> None:
+    query(page, "a photo")
+    assert page.locator("figure.hit").count() > 0
+    query(page, "x" * 2500)  # over the query limit: a 422 from the server
+    assert page.locator("figure.hit").count() == 0
+    assert page.inner_text("#results .error") == "That search could not be run: try a shorter query."
+    shot(page, "search-error.png")
 
 
 def test_api_docs_render_offline(playwright: Any, serve: Any, tiny_bundle: Path, tmp_path: Path) -> None:
