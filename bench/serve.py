@@ -7,8 +7,10 @@ the launch post's request as published (dimensions "768", the image URL pointed 
 a 16-token query's latency over HTTP vs in-process, interleaved call by call; short-query throughput
 at concurrency 1, 4 and 16 with the machine's int8 GEMM ceilings at 16 and 256 rows beside it; image
 throughput at concurrency 4 vs in-process batches of 4; an open-loop overload at 4x the measured
-capacity (429 latency, 5xx count, RSS); a mixed soak (RSS growth, errors). Every loop is bounded in
-count and time. Writes bench/results/serve-<date>.{json,md,png} tagged with the machine.
+capacity (429 latency, 5xx count, RSS); a mixed soak (RSS growth, errors); then the network's edge
+(bench/serve_edge.py: huge requests, slow-header connections, a client that hangs up). `--edge` runs only
+the latency comparison and the edge. Every loop is bounded in count and time. Writes
+bench/results/serve-<date>.{json,md,png} tagged with the machine.
 """
 
 from __future__ import annotations
@@ -16,15 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import http.client
-import http.server
-import io
 import json
 import random
 import re
 import resource
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -33,96 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 import edgeclip
+from bench import serve_edge
 from bench.ceilings import gemm_gflops
+from bench.serve_parts import Client, Server, image_host, percentiles, photo
 from bench.run import machine_tag
 
 QUERY_TOKENS = 16
 
 
 # ---- the pieces ------------------------------------------------------------------------------------
-
-def photo(width: int, height: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    base = np.add.outer(np.arange(height), np.arange(width))[..., None] * rng.uniform(0.2, 1.5, 3)
-    noise = rng.integers(0, 40, (height, width, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(((base + noise) % 256).astype(np.uint8)).save(buffer, "JPEG", quality=88)
-    return buffer.getvalue()
-
-
-def image_host(images: dict[str, bytes]) -> str:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            body = images.get(self.path.split("?")[0], b"")
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{httpd.server_port}"
-
-
-class Server:
-    """`edgeclip serve` in its own process, on a free loopback port."""
-
-    def __init__(self, bundle: Path, threads: int, log_path: Path, *extra: str) -> None:
-        self.log_path = log_path
-        self.log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edgeclip", "serve", str(bundle), "--port", "0", "--threads", str(threads), *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 300
-        while not (found := re.search(r"running on http://127\.0\.0\.1:(\d+)", log_path.read_text())):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        self.port = int(found.group(1))
-        while Client(self.port).get("/ready")[0] != 200:
-            time.sleep(0.2)
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
-
-    def stop(self) -> int:
-        self.process.terminate()
-        code = self.process.wait(60)
-        self.log.close()
-        return code
-
-
-class Client:
-    """One keep-alive connection."""
-
-    def __init__(self, port: int) -> None:
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        self.connection.request("GET", path)
-        response = self.connection.getresponse()
-        return response.status, response.read()
-
-    def post(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        self.connection.request("POST", "/v1/embeddings", json.dumps(body), {"Content-Type": "application/json"})
-        response = self.connection.getresponse()
-        return response.status, json.loads(response.read())
-
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    if not seconds:
-        return {}
-    ms = np.array(seconds) * 1e3
-    return {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2)}
-
 
 def query_of_tokens(model: edgeclip.EdgeClip, tokens: int, seed: int = 0) -> str:
     words = "where can I find a quiet beach near the old harbour with good light for photos at sunset".split()
@@ -393,13 +312,23 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def markdown(r: dict[str, Any], command: str) -> str:
-    lat, ceil, img, over, soak_ = r["latency"], r["ceilings"], r["images"], r["overload"], r["soak"]
+    lat = r["latency"]
     lines = [f"# edgeclip serve under load ({r['machine']['date']})", "", f"`{command}`", "",
              f"CPU: {r['machine']['cpu']}, {r['machine']['cores']} cores, server threads {r['threads']}; "
              f"the load generator shares the same cores.", "",
              f"- 16-token query p50: HTTP {lat['http']['p50_ms']} ms vs in-process {lat['in_process']['p50_ms']} ms "
-             f"= **{lat['p50_ratio_http_over_in_process']}x** (goal <= 1.10x)", "",
-             "| clients | queries/s | vs 1 client | p50 ms | p95 ms | p99 ms | statuses |", "|---|---|---|---|---|---|---|"]
+             f"= **{lat['p50_ratio_http_over_in_process']}x** (goal <= 1.10x)"]
+    if "throughput" in r:
+        lines += load_markdown(r)
+    if "edge" in r:
+        lines += serve_edge.markdown(r["edge"])
+    lines.append(f"- server exit code on SIGTERM: {r['exit_code']}, tracebacks in its log: {r['tracebacks']}")
+    return "\n".join(lines) + "\n"
+
+
+def load_markdown(r: dict[str, Any]) -> list[str]:
+    ceil, img, over, soak_ = r["ceilings"], r["images"], r["overload"], r["soak"]
+    lines = ["", "| clients | queries/s | vs 1 client | p50 ms | p95 ms | p99 ms | statuses |", "|---|---|---|---|---|---|---|"]
     base = r["throughput"][0]["per_s"]
     for run in r["throughput"]:
         lines.append(f"| {run['concurrency']} | {run['per_s']} | {run['per_s'] / base:.2f}x | {run['p50_ms']} | {run['p95_ms']} | "
@@ -417,9 +346,8 @@ def markdown(r: dict[str, Any], command: str) -> str:
               f"{soak_['errors']}, idle RSS growth {soak_['rss_growth_mb']} MB (goal < 20 MB; floors by minute "
               f"{[round(f) for f in soak_['rss_floor_by_minute']]}), peak {soak_['rss_peak_mb']} MB, idle before/after "
               f"{soak_['rss_idle_mb_before_after']} MB",
-              f"- launch-post request (dimensions \"768\"): {r['launch_post']}", f"- server exit code on SIGTERM: {r['exit_code']}, "
-              f"tracebacks in its log: {r['tracebacks']}"]
-    return "\n".join(lines) + "\n"
+              f"- launch-post request (dimensions \"768\"): {r['launch_post']}"]
+    return lines
 
 
 def main() -> None:
@@ -430,6 +358,7 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=float, default=600.0)
     parser.add_argument("--rounds", type=int, default=300, help="latency calls per path (in alternating blocks of 5)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--edge", action="store_true", help="only the latency comparison and the network's edge")
     args = parser.parse_args()
     command = "python -m bench.serve " + " ".join(sys.argv[1:])
     stamp = time.strftime("%Y-%m-%d-%H%M")
@@ -444,6 +373,12 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine_tag(args.bundle), "command": command, "threads": args.threads}
     try:
         query = query_of_tokens(model, QUERY_TOKENS)
+        if args.edge:
+            print("latency ...", file=sys.stderr, flush=True)
+            results["latency"] = latency(server.port, model, query, args.rounds)
+            del model
+            results["edge"] = edge(server, query)
+            return
         print("launch post ...", file=sys.stderr, flush=True)
         results["launch_post"] = launch_post(server.port, host, model)
         print("latency ...", file=sys.stderr, flush=True)
@@ -465,14 +400,29 @@ def main() -> None:
         texts = [" ".join(["word"] * n) + f" {n}" for n in (3, 10, 30, 60, 120, 200)] + queries[:10]
         results["soak"] = soak(server, args.soak_seconds, texts,
                                [base64.b64encode(pictures[f"/{i}.jpg"]).decode() for i in range(4)])
+        results["edge"] = edge(server, query)
     finally:
         results["exit_code"] = server.stop()
         results["tracebacks"] = server.log_path.read_text().count("Traceback")
-    stem = args.out / f"serve-{stamp}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(results, command))
-    plot(results, stem.with_suffix(".png"))
-    print(stem.with_suffix(".md").read_text())
+        stem = args.out / f"serve-{stamp}{'-edge' if args.edge else ''}"
+        stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+        stem.with_suffix(".md").write_text(markdown(results, command))
+        if "soak" in results:
+            plot(results, stem.with_suffix(".png"))
+        print(stem.with_suffix(".md").read_text())
+
+
+def edge(server: Server, query: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    phases: dict[str, Callable[[Server, str], dict[str, Any]]] = {
+        "baseline": serve_edge.baseline, "huge": serve_edge.huge,
+        "flood": lambda s, q: serve_edge.huge(s, q, pause_s=0.0), "slow_headers": serve_edge.slow_headers}
+    for name, phase in phases.items():
+        print(f"edge: {name} ...", file=sys.stderr, flush=True)
+        result[name] = phase(server, query)
+    print("edge: hung up ...", file=sys.stderr, flush=True)
+    result["hung_up"] = serve_edge.hung_up(server)
+    return result
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="with --fetch-urls: also fetch from HOST when it resolves to a loopback/private address (repeatable)")
     p.add_argument("--threads", type=positive, help="onnxruntime threads (default: one per core)")
     p.add_argument("--variant", help="bundle variant, e.g. fp32 (default: int8 on CPU)")
-    p.add_argument("--max-batch", type=positive, default=32, help="text items per session call (default 32; images at most 4)")
+    p.add_argument("--max-batch", type=positive, default=32, help="text items per session call (default 32; images: one per call on a CPU, at most 4 on a GPU)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long an item waits for batch-mates (default 5)")
     p.add_argument("--served-model-name", action="append", default=[], metavar="NAME",
                    help="also accept NAME as `model` (repeatable): a client's default model name, accepted on purpose")

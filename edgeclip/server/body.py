@@ -2,20 +2,30 @@
 
 The values are counted chunk by chunk as the body arrives, so a body of a million tiny items is refused
 after its first few kilobytes, before anything has been parsed (parsing 3,000,000 `{"text": "a"}`
-items took 48 s of event loop and 2.3 GB here). uvicorn reads and discards what the client still sends
-after the 413, so the client hears the answer instead of a broken pipe.
+items took 48 s of event loop and 2.3 GB here). The rest of a refused body is read and discarded (by
+uvicorn, after the answer) when its declared length is at most twice the cap, so that the client reads
+the 413 rather than a connection reset; a body that may be endless (declared larger, chunked, or
+trickling past the deadline) gets its answer and then the connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-Refusal = tuple[int, str, str]  # status, code, detail
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    code: str
+    detail: str
+    close: bool = False  # the client is still sending: answer, then close instead of reading the rest
 QUOTE, BACKSLASH, COMMA, OPEN_ARRAY, OPEN_OBJECT = 34, 92, 44, 91, 123
 _STRUCTURAL = (b'"', b"\\", b",", b"[", b"{")
 
@@ -63,12 +73,14 @@ def value_limit(max_items: int) -> int:
     return 2 * max_items + 64
 
 
-async def read_body(receive: Receive, max_bytes: int, max_items: int, timeout_s: float) -> tuple[bytes | None, Refusal | None]:
+async def read_body(receive: Receive, max_bytes: int, max_items: int, timeout_s: float,
+                    declared: int | None) -> tuple[bytes | None, Refusal | None]:
     """The whole body, or why not: over max_bytes (413), more values than max_items inputs can hold
-    (413), not all there after timeout_s (408), or the client gone (400)."""
-    too_large = (413, "body_too_large", f"the request body is over {max_bytes} bytes; send fewer or smaller inputs")
-    too_many = (413, "too_many_items", f"the request holds more than {max_items} inputs (or more JSON arrays, objects "
-                "and commas than they need); split it, or start the server with a larger --max-items")
+    (413), not all there after timeout_s (408), or the client gone (400). `declared`: its Content-Length."""
+    too_large = Refusal(413, "body_too_large", f"the request body is over {max_bytes} bytes; send fewer or smaller "
+                        "inputs", close=True)
+    too_many = "too_many_items", (f"the request holds more than {max_items} inputs (or more JSON arrays, objects and "
+                                  "commas than they need); split it, or start the server with a larger --max-items")
     chunks: list[bytes] = []
     counter = JsonValueCounter()
     limit = value_limit(max_items)
@@ -79,13 +91,13 @@ async def read_body(receive: Receive, max_bytes: int, max_items: int, timeout_s:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return 400, "client_disconnected", "the client closed the connection before the body arrived"
+                return Refusal(400, "client_disconnected", "the client closed the connection before the body arrived")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > max_bytes:
                 return too_large
             if counter.feed(chunk) > limit:
-                return too_many
+                return Refusal(413, *too_many, close=message.get("more_body", False) and declared is None)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return None
@@ -93,5 +105,5 @@ async def read_body(receive: Receive, max_bytes: int, max_items: int, timeout_s:
     try:
         refusal = await asyncio.wait_for(read_all(), timeout_s)
     except asyncio.TimeoutError:
-        refusal = (408, "body_timeout", f"the request body took longer than {timeout_s:g} s to arrive")
+        refusal = Refusal(408, "body_timeout", f"the request body took longer than {timeout_s:g} s to arrive", close=True)
     return (None, refusal) if refusal else (b"".join(chunks), None)

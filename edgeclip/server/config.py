@@ -13,7 +13,7 @@ MODEL_ALIASES = ("jina-clip-v2", "jinaai/jina-clip-v2")  # what Jina's and OpenA
 JINA_MAX_IMAGE_BYTES = 8 * 1024 * 1024  # Jina's API limit per image
 TOKENS_PER_TILE = 4000  # the launch post's price: one 512x512 tile of an image
 TILE = 512
-VISION_MAX_BATCH = 4  # images per session call: larger batches are no faster on CPUs (bench/results)
+VISION_MAX_BATCH = 4  # images per session call on a GPU (on a CPU one: batching does not speed them up there)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class ServerConfig:
     fetch: FetchPolicy | None = None  # None: URL images are refused (422 naming --fetch-urls)
     threads: int | None = None  # ONNX Runtime intra-op threads (None: one per core)
     variant: str | None = None
-    max_batch: int = 32  # text items per session call; images use at most VISION_MAX_BATCH
+    max_batch: int = 32  # text items per session call; images one per call on a CPU, at most VISION_MAX_BATCH on a GPU
     max_wait_ms: float = 5.0  # how long the first item of a batch waits for company
     limits: Limits = field(default_factory=Limits)
     graceful_timeout_s: float = 30.0  # SIGTERM: in-flight requests get this long to finish

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .api_docs import ASSET_PATHS, DOCS_PATH
-from .body import Receive, read_body
+from .body import Receive, Refusal, read_body
 from .config import ServerConfig
 from .errors import error_payload
 from .metrics import Metrics
@@ -64,11 +64,12 @@ class Guard:
                 body, refusal = await self._read_body(scope, receive)
                 _as_json(scope)
             if refusal is not None:
-                status_code, code, detail = refusal
-                state["error_code"] = code
-                challenge = 'Basic realm="edgeclip", charset="UTF-8"' if path in PAGE_PATHS else "Bearer"
-                await _json(send_tracked, status_code, error_payload(status_code, code, detail, request_id),
-                            {"www-authenticate": challenge} if status_code == 401 else None)
+                state["error_code"] = refusal.code
+                headers = {"connection": "close"} if refusal.close else {}
+                if refusal.status == 401:
+                    headers["www-authenticate"] = 'Basic realm="edgeclip", charset="UTF-8"' if path in PAGE_PATHS else "Bearer"
+                await _json(send_tracked, refusal.status, error_payload(refusal.status, refusal.code, refusal.detail,
+                                                                        request_id), headers)
             elif body is not None:
                 await self.app(scope, _replay(body, receive), send_tracked)
             else:
@@ -76,7 +77,7 @@ class Guard:
         finally:
             self._record(scope, path, status["code"], time.perf_counter() - started)
 
-    def _check_key(self, scope: Scope, path: str) -> tuple[int, str, str] | None:
+    def _check_key(self, scope: Scope, path: str) -> Refusal | None:
         if self._key is None or path in OPEN_PATHS:
             return None
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -85,17 +86,18 @@ class Guard:
             return None
         if path in PAGE_PATHS and scheme.lower() == b"basic" and hmac.compare_digest(_basic_password(token), self._key):
             return None  # a browser on the search page: any user name, the key as the password
-        return 401, "unauthorized", "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
+        return Refusal(401, "unauthorized", "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes | None, tuple[int, str, str] | None]:
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes | None, Refusal | None]:
         limits = self.config.limits
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and not declared.isdigit():
-            return None, (400, "bad_request", "Content-Length is not a number")
-        if declared is not None and int(declared) > limits.max_body_bytes:
-            return None, (413, "body_too_large", f"the request body is over {limits.max_body_bytes} bytes; "
-                          "send fewer or smaller inputs")
-        return await read_body(receive, limits.max_body_bytes, limits.max_items, limits.body_timeout_s)
+            return None, Refusal(400, "bad_request", "Content-Length is not a number", close=True)
+        if declared is not None and int(declared) > limits.max_body_bytes:  # drained if a little over (a mistake)
+            return None, Refusal(413, "body_too_large", f"the request body is over {limits.max_body_bytes} bytes; "
+                                 "send fewer or smaller inputs", close=int(declared) > 2 * limits.max_body_bytes)
+        return await read_body(receive, limits.max_body_bytes, limits.max_items, limits.body_timeout_s,
+                               int(declared) if declared is not None else None)
 
     def _record(self, scope: Scope, path: str, status: int, seconds: float) -> None:
         label = path if path in KNOWN_PATHS else "other"  # unknown paths share one label: bounded cardinality
@@ -133,9 +135,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+async def _json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
     payload = orjson.dumps(body)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})

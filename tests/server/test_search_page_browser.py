@@ -2,7 +2,7 @@
 
 Photos / documents / all, captions and sharp thumbnails at device pixel ratio 2, every result reached
 with Tab and Enter finding similar ones, errors as one sentence; screenshots are saved as artifacts
-(test-artifacts/search-*.png; docs/images holds copies). Skipped where Chromium or Playwright is missing, unless
+(test-artifacts/search-*.png; docs/search-page*.png are copies). Skipped where Chromium or Playwright is missing, unless
 EDGECLIP_REQUIRE_BROWSER=1 (CI sets it, so there it must run).
 """
 
@@ -135,7 +135,7 @@ def test_the_keyboard_reaches_every_result_and_enter_finds_similar(page: Any) ->
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.dataset.id || ''"))
     assert [r for r in reached if r] == ids
-    page.focus(f"figure.hit.image >> nth=2")
+    page.focus("figure.hit.image >> nth=2")
     chosen = page.evaluate("document.activeElement.dataset.id")
     shot(page, "search-keyboard.png")
     page.keyboard.press("Enter")
