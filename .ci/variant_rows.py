@@ -37,7 +37,7 @@ def images() -> list[np.ndarray]:
 
 def embed(bundle: str, out: str) -> None:
     import edgeclip
-    from edgeclip.machine import cpu_class, cpu_flags
+    from edgeclip.machine import FULL_RANGE_INT8, cpu_class, cpu_flags, saturates_full_range_int8
 
     warnings.simplefilter("ignore")  # fp16 on a CPU warns; every variant runs here on purpose
     bundle_info = edgeclip.Bundle.open(bundle)
@@ -46,6 +46,8 @@ def embed(bundle: str, out: str) -> None:
         for variant in bundle_info.tower(tower).variants:
             if variant == "fp32-portable":
                 continue  # for OpenVINO, which has no arm64 runtime here
+            if variant == FULL_RANGE_INT8 and saturates_full_range_int8():
+                continue  # x86 without VNNI/AMX saturates its full-range weights: never run here (not compared)
             model = edgeclip.load(bundle, variant=variant, threads=1)
             rows[f"{tower}/{variant}"] = (model.encode_text(TEXTS) if tower == "text" else model.encode_image(images()))
     info = {"machine": platform.machine(), "cpu_class": cpu_class(), "flags": sorted(cpu_flags() & {
@@ -60,6 +62,9 @@ def compare(reference: str, runs: list[str]) -> int:
     worst = 1.0  # the worst margin: cosine - the variant's threshold, + MIN_COSINE
     header = ["variant x tower"] + [json.loads(str(np.load(run)["info"]))["cpu_class"] + f" ({run})" for run in runs]
     print(" | ".join(header))
+    not_in_reference = sorted({k for run in runs for k in np.load(run).files if k != "info"} - set(ref.files))
+    if not_in_reference:
+        print(f"not compared (the reference machine does not run them): {', '.join(not_in_reference)}")
     for key in sorted(k for k in ref.files if k != "info"):
         cells = [key]
         for run in runs:

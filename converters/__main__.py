@@ -42,10 +42,10 @@ def _build(args: argparse.Namespace) -> int:
     bundle = build_bundle(args.source, args.out, options)
     for tower in towers:
         for name, variant in bundle.tower(tower).variants.items():  # type: ignore[arg-type]
-            worst = min(case["min_cosine"] for case in variant.validation["reference"].values())
+            cases = variant.validation["reference"].values()
             size = sum(f.size for f in variant.files)
-            print(f"{tower}/{name}: {', '.join(f.path for f in variant.files)} ({size / 1e6:.1f} MB), "
-                  f"worst cosine to reference {worst:.7f}")
+            figure = f"worst cosine to reference {min(c['min_cosine'] for c in cases):.7f}" if cases else "not validated here"
+            print(f"{tower}/{name}: {', '.join(f.path for f in variant.files)} ({size / 1e6:.1f} MB), {figure}")
     print(f"bundle written to {bundle.directory}")
     return 0
 

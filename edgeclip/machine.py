@@ -22,6 +22,10 @@ from typing import Any
 CPU_CLASSES = ("amx", "avx512-vnni", "avx-vnni", "avx512", "avx2", "arm-dotprod", "arm", "x86", "unknown")
 # Classes whose int8 kernels multiply u8 x s8 without an int16 intermediate: full-range s8 weights are exact there.
 DOT_PRODUCT_CLASSES = frozenset({"amx", "avx512-vnni", "avx-vnni", "arm-dotprod"})
+# x86 classes whose u8 x s8 kernels (vpmaddubsw) add pairs of products in int16, which saturates for
+# full-range s8 weights: the int8-vnni variant gives wrong sums there (int8's 7-bit weights stay exact).
+SATURATING_CLASSES = frozenset({"avx512", "avx2", "x86"})
+FULL_RANGE_INT8 = "int8-vnni"  # the variant with full-range s8 weights
 # The flags a benchmark records, as Linux names them.
 ARM64_MACHINES = ("arm64", "aarch64", "armv8l", "armv8b")
 # Linux arm64's auxiliary-vector bits (asm/hwcap.h), as (AT_HWCAP=16 | AT_HWCAP2=26, bit). The kernel, or
@@ -104,6 +108,12 @@ def cpu_model() -> str:
             if line.lower().startswith(("model name", "hardware", "cpu model")):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def saturates_full_range_int8() -> bool:
+    """True where ONNX Runtime's int8 kernels saturate full-range s8 weights (x86 without VNNI or AMX):
+    the real CPU's flags decide, whatever EDGECLIP_CPU_CLASS says (it cannot change the kernels)."""
+    return cpu_class_from_flags(cpu_flags(), platform.machine()) in SATURATING_CLASSES
 
 
 def cpu_class() -> str:

@@ -17,7 +17,7 @@ from .errors import BundleError, InputError
 from .fetch import FetchPolicy, image_reference, is_data_uri, is_url
 from .postprocess import check_precision, check_truncate_dim, to_precision, truncate_and_normalize
 from .preprocess import DEFAULT_MAX_PIXELS, check_preprocessing, open_image, preprocess_image
-from .machine import DOT_PRODUCT_CLASSES, cpu_class
+from .machine import DOT_PRODUCT_CLASSES, FULL_RANGE_INT8, cpu_class, saturates_full_range_int8
 from .openvino_session import OPENVINO, PORTABLE_VARIANT
 from .session import TowerSession, check_providers, check_threads, open_session
 from .tokenizer import TextTokenizer, TokenizedText
@@ -91,11 +91,15 @@ class EdgeClip:
         """The providers onnxruntime really assigned to the tower's session (it can fall back to the CPU)."""
         return self._session(tower).providers_in_use()
 
-    def _warn_if_unfit(self, variant: Variant) -> None:
+    def _warn_if_unfit(self, variant: Variant, name: str) -> None:
         gate = variant.validation.get("gate")
         if gate and not gate.get("passed", True):
             warnings.warn(f"the {variant.graph} variant failed the validation gate against fp32 (see `edgeclip info`); "
                           "its embeddings may differ noticeably", RuntimeWarning, stacklevel=3)
+        if not self.on_gpu and name == FULL_RANGE_INT8 and saturates_full_range_int8():
+            warnings.warn(f"{FULL_RANGE_INT8} graphs need a CPU with int8 dot products (VNNI, AMX, ARM dotprod): on this "
+                          "one ONNX Runtime's int16 sums saturate and the embeddings come out wrong; use the int8 "
+                          "variant (the default here)", RuntimeWarning, stacklevel=3)
         if self.on_gpu and variant.precision in ("int8", "int4"):
             warnings.warn(f"{variant.precision} graphs run slowly on {self.providers[0]} (quantized ops fall back to "
                           "the CPU); use the fp16 variant on GPUs", RuntimeWarning, stacklevel=3)
@@ -111,7 +115,7 @@ class EdgeClip:
                 names = tuple(spec.name for spec in session.variant.inputs)
                 if names != TOWER_INPUTS[tower]:
                     raise BundleError(f"{tower} graph inputs are {names}; this edgeclip feeds {TOWER_INPUTS[tower]}")
-                self._warn_if_unfit(session.variant)
+                self._warn_if_unfit(session.variant, self.variant_name(tower))
                 fp32 = self.bundle.tower(tower).variants.get("fp32")
                 if self._variant is None and not self.on_gpu and fp32 is not None and session.variant.graph == fp32.graph:
                     _warn_fp32_fallback(self.bundle, tower)  # chosen for want of an int8 graph, not asked for

@@ -21,7 +21,11 @@ def _variant_lines(variants: dict[str, Variant], bundle: Bundle) -> Iterator[str
             worst_cos = min(c["min_cosine"] for c in cases.values())
             worst_diff = max(c["max_abs_diff"] for c in cases.values())
             line += f"; vs reference over {len(cases)} checks: min cosine {worst_cos:.7f}, max |diff| {worst_diff:.1e}"
+        elif variant.validation.get("deferred"):
+            line += "; not validated on the build machine (see below)"
         yield line
+        if variant.validation.get("deferred") and not variant.validation.get("gate"):
+            yield f"      {variant.validation['deferred']}"
         gate = variant.validation.get("gate")
         if gate:
             agreement = ", ".join(f"{d.replace('_to_', '->')} {v['top1']:.2f}/{v['top5']:.2f}" for d, v in gate["retrieval"].items())
