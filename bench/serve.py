@@ -314,7 +314,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def markdown(r: dict[str, Any], command: str) -> str:
     lat = r["latency"]
     lines = [f"# edgeclip serve under load ({r['machine']['date']})", "", f"`{command}`", "",
-             f"CPU: {r['machine']['cpu']}, {r['machine']['cores']} cores, server threads {r['threads']}; "
+             f"CPU: {r['machine']['cpu']} (class {r['machine'].get('cpu_class')}), {r['machine']['cores']} cores, server threads {r['threads']}; "
              f"the load generator shares the same cores.", "",
              f"- 16-token query p50: HTTP {lat['http']['p50_ms']} ms vs in-process {lat['in_process']['p50_ms']} ms "
              f"= **{lat['p50_ratio_http_over_in_process']}x** (goal <= 1.10x)"]
