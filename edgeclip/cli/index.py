@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from .common import positive, progress_bar, run_interruptibly
@@ -30,11 +32,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run(args: argparse.Namespace) -> int:
     from .. import load
-    from ..index import Index
+    from ..index.store import damaged
 
     if bool(args.sources) == bool(args.from_parquet):
         raise InputError("give SOURCE folders/files to embed, or --from-parquet PATH to load embeddings (one of them)")
+    missing = [str(p) for p in [*args.sources, *([args.from_parquet] if args.from_parquet else [])] if not Path(p).exists()]
+    if missing:  # before the index file is created: a typo leaves nothing behind
+        raise InputError(f"{', '.join(missing)}: no such file or folder; nothing was indexed")
     model = load(args.bundle, threads=args.threads)
+    try:
+        return _index(args, model)
+    except sqlite3.DatabaseError as exc:
+        raise damaged(args.db, exc) from exc
+
+
+def _index(args: argparse.Namespace, model: Any) -> int:
+    from ..index import Index
+
     with Index(args.db, model, dim=args.dim, precision=args.precision or "float16",
                bundle_path=args.bundle) as index:
         if args.from_parquet:

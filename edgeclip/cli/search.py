@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..index.store import damaged
 from .common import positive
 
 
@@ -32,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.query is None) == (args.image is None):
         raise InputError("give a text QUERY or --image PATH (one of them)")
-    with open_index(args.db, bundle=args.bundle, threads=args.threads) as index:
-        results = index.search(text=args.query, image=str(args.image) if args.image else None, k=args.k,
-                               kind=args.kind, exact=args.exact)
+    try:
+        with open_index(args.db, bundle=args.bundle, threads=args.threads) as index:
+            results = index.search(text=args.query, image=str(args.image) if args.image else None, k=args.k,
+                                   kind=args.kind, exact=args.exact)
+    except sqlite3.DatabaseError as exc:
+        raise damaged(args.db, exc) from exc
     if args.html:
         from ..index.gallery import write_gallery
 

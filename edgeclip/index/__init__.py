@@ -14,7 +14,8 @@ __all__ = ["Index", "IndexReport", "Result", "open_index"]
 
 def open_index(db: str | os.PathLike[str], *, bundle: str | os.PathLike[str] | None = None,
                threads: int | None = None) -> Index:
-    """An existing index, with the bundle it was built with (or `bundle`, which must be that same one)."""
+    """An existing index, read-only (never created or changed), with the bundle it was built with (or
+    `bundle`, which must be that same one)."""
     from .. import load
 
     if bundle is None:
@@ -25,4 +26,4 @@ def open_index(db: str | os.PathLike[str], *, bundle: str | os.PathLike[str] | N
             store.close()
         if bundle is None or not os.path.isdir(bundle):
             raise InputError(f"the bundle {db} was built with ({bundle}) is not there; pass --bundle")
-    return Index(db, load(bundle, threads=threads))
+    return Index(db, load(bundle, threads=threads), readonly=True)

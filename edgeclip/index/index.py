@@ -21,6 +21,7 @@ import numpy as np
 from ..bundle import MANIFEST_FILE, sha256_file
 from ..errors import InputError
 from ..jobs import Item, JobOptions, RowBatch, ScanReport, Sink, run_job, sources
+from ..jobs.lock import OutputLock
 from ..jobs.pipeline import Failure
 from ..model import EdgeClip
 from .search import Searcher
@@ -86,10 +87,12 @@ class _IndexSink(Sink):
 
 class Index:
     def __init__(self, db: str | os.PathLike[str], model: EdgeClip, *, dim: int | None = None,
-                 precision: str = "float16", bundle_path: str | os.PathLike[str] | None = None) -> None:
+                 precision: str = "float16", bundle_path: str | os.PathLike[str] | None = None,
+                 readonly: bool = False) -> None:
         """Open `db` (created when missing, with `dim` and `precision`); an existing index must have
         been built with this bundle, and `dim`/`precision` (when given) must be its own.
-        `bundle_path` is remembered, so `edgeclip search` can load the same bundle."""
+        `bundle_path` is remembered, so `edgeclip search` can load the same bundle. `readonly`: for
+        searching only; the file is never created or changed. A writer holds `DB.lock` (one at a time)."""
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = model
@@ -101,7 +104,15 @@ class Index:
             raise InputError("binary needs a dim that is a multiple of 8")
         wanted = IndexSettings(sha256_file(model.bundle.directory / MANIFEST_FILE), model.manifest.source.model_id,
                                {t: model.variant_name(t) for t in towers}, dim or full, precision)  # type: ignore[arg-type]
-        self.store = Store(db, create=wanted)
+        self._writer: OutputLock | None = None
+        if not readonly:
+            self._writer = OutputLock(Path(os.fspath(db)))
+            self._writer.acquire()
+        try:
+            self.store = Store(db, create=None if readonly else wanted, readonly=readonly)
+        except BaseException:
+            self._release_writer()
+            raise
         have = self.store.settings
         problems = [f"{name} {getattr(have, name)!r} (now {getattr(wanted, name)!r})"
                     for name in ("bundle_sha256", "model", "variants") if getattr(have, name) != getattr(wanted, name)]
@@ -109,17 +120,23 @@ class Index:
                      (("dim", dim), ("precision", precision if precision != "float16" else None))
                      if given is not None and getattr(have, name) != given]
         if problems:
-            self.store.close()
+            self.close()
             raise InputError(f"{db} was built with other settings: {'; '.join(problems)}. Its vectors cannot be "
                              "compared with these: use the bundle it was built with, or index into a new file")
         self.settings = have
-        if bundle_path is not None:
+        if bundle_path is not None and not readonly:
             self.store.set_meta("bundle_path", os.path.abspath(os.fspath(bundle_path)))
         self._searcher = Searcher(self.store)
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self.store.close()
+        self._release_writer()
+
+    def _release_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
 
     def __enter__(self) -> Index:
         return self
@@ -168,9 +185,12 @@ class Index:
         report.unchanged = summary.skipped
         report.failed = summary.failures
         report.interrupted = summary.interrupted
+        # a file that can no longer be read leaves the index (it is reported as failed): its old vector
+        # would keep being found for content nobody can open
+        report.removed = self.store.remove([f.id for f in summary.failures if f.id in stored])
         if not summary.interrupted:  # only a complete scan knows what is gone
             gone = [i for i, source in self._sources_under(roots) if i not in seen]
-            report.removed = self.store.remove(gone)
+            report.removed += self.store.remove(gone)
         return report
 
     def add_parquet(self, path: str | os.PathLike[str]) -> IndexReport:

@@ -81,16 +81,32 @@ def unpack(blobs: Iterable[bytes], precision: str, dim: int) -> np.ndarray:
     return np.frombuffer(data, np.int8).reshape(-1, dim).astype(np.float32) / 127
 
 
+def damaged(path: Path, exc: Exception) -> InputError:
+    """One line for a file SQLite cannot read: what, and the command that rebuilds it."""
+    if "file is not a database" in str(exc):
+        return InputError(f"{path} is not an edgeclip index (not a SQLite file); it was left untouched: choose another file")
+    return InputError(f"{path} is damaged ({exc}); move it away and rebuild it: `edgeclip index {path} SOURCE... --bundle B`")
+
+
 class Store:
     """The database; one connection per Store (SQLite connections are not shared across threads)."""
 
     def __init__(self, path: str | Path, *, create: IndexSettings | None = None, readonly: bool = False) -> None:
+        """Open the index at `path`: read-only (never creates or alters a file), or for writing, creating it
+        with `create`'s settings when missing or empty. A file that is not an edgeclip index is refused
+        untouched; an index whose settings differ from `create` is refused unless it holds no items yet
+        (a first run that failed), whose settings are then replaced."""
         self.path = Path(path)
-        if not self.path.exists() and create is None:
+        new = not self.path.exists() or (self.path.is_file() and self.path.stat().st_size == 0)
+        if new and (create is None or readonly):
             raise InputError(f"{self.path} is not an index; make one with `edgeclip index {self.path} SOURCE... --bundle B`")
+        if self.path.is_dir():
+            raise InputError(f"{self.path} is a folder, not an index file; name a file, e.g. {self.path / 'photos.db'}")
         try:
             uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
             self.db = sqlite3.connect(uri, uri=readonly, timeout=30, isolation_level=None, check_same_thread=False)
+            if not new:
+                self._check_is_index()
             if not readonly:
                 # 16 KiB pages hold seven 1024-d float16 rows; at SQLite's default 4 KiB one row takes a page
                 # (measured at 1M items: 3.96 GB). Only takes effect on a new file, before WAL.
@@ -100,16 +116,25 @@ class Store:
                 self.db.executescript(_SCHEMA)
             stored = self.db.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path} is not an edgeclip index ({exc}); choose another file") from exc
-        if stored is None:
+            raise damaged(self.path, exc) from exc
+        if stored is None or (create is not None and not readonly and self.count() == 0
+                              and json.loads(stored[0]) != json.loads(create.to_json())):
             if create is None:
                 raise InputError(f"{self.path} holds no index settings; rebuild it with `edgeclip index`")
-            self.db.execute("INSERT INTO meta VALUES ('settings', ?)", (create.to_json(),))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('settings', ?)", (create.to_json(),))
             stored = (create.to_json(),)
         raw = json.loads(stored[0])
         if raw.pop("schema", None) != SCHEMA_VERSION:
             raise InputError(f"{self.path} was written by another edgeclip version; rebuild it with `edgeclip index`")
         self.settings = IndexSettings(**raw)
+
+    def _check_is_index(self) -> None:
+        """Refuse, before writing anything, a SQLite file (or any file) that edgeclip did not make."""
+        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "items"} <= tables:
+            self.db.close()
+            raise InputError(f"{self.path} is not an edgeclip index (it holds {', '.join(sorted(tables)) or 'no tables'}); "
+                             "it was left untouched: choose another file")
 
     def close(self) -> None:
         self.db.close()

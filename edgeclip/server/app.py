@@ -49,7 +49,9 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         if not config.index.is_file():
             raise InputError(f"--index {config.index}: no such index; make it with `edgeclip index {config.index} SOURCE... "
                              f"--bundle {config.bundle}`")
-        index = Index(config.index, engine.model)  # refuses an index built with another bundle, before serving
+        # read-only: never changes the file, and an `edgeclip index` run may keep writing it meanwhile;
+        # an index built with another bundle is refused before serving
+        index = Index(config.index, engine.model, readonly=True)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -153,7 +153,7 @@ def test_searches_run_while_an_indexer_writes(tmp_path: Path, collection: Path, 
         finished = threading.Event()
 
         def search_loop() -> None:
-            with Index(db, model) as reader:
+            with Index(db, model, readonly=True) as reader:  # a second writer would be refused
                 deadline = time.monotonic() + 60
                 while not finished.is_set() and time.monotonic() < deadline:
                     try:
