@@ -1,7 +1,8 @@
 """`edgeclip info | verify | pull | embed | index | search | serve | bench ...`: one module per command, each a thin layer over the library.
 
 Exit codes: 0 ok; 1 some inputs failed (the others were written); 2 bad arguments, bundle or
-output; 130 interrupted (what was finished is kept).
+output; 4 the system refused a write (disk full, permission, read-only; nothing torn, a rerun after the
+fix completes the job); 130 interrupted (what was finished is kept).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import warnings
 
 from .. import __version__
-from ..errors import EdgeClipError
+from ..errors import EdgeClipError, StorageError
 from . import bench, embed, index, info, pull, search, serve
 from .info import info_text
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return int(args.run(args))
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except EdgeClipError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import EdgeClipError, InputError, StorageError
 
 SCHEMA_VERSION = 1
 PRECISIONS = ("float16", "int8", "binary")
@@ -81,9 +81,15 @@ def unpack(blobs: Iterable[bytes], precision: str, dim: int) -> np.ndarray:
     return np.frombuffer(data, np.int8).reshape(-1, dim).astype(np.float32) / 127
 
 
-def damaged(path: Path, exc: Exception) -> InputError:
-    """One line for a file SQLite cannot read: what, and the command that rebuilds it."""
-    if "file is not a database" in str(exc):
+def damaged(path: Path, exc: Exception) -> EdgeClipError:
+    """One line for a SQLite error: the system refusing a write (StorageError), a file that is no index, or a
+    damaged index with the command that rebuilds it."""
+    message = str(exc).lower()
+    if "disk is full" in message or "readonly" in message or "disk i/o error" in message:
+        reason = "the disk is full" if "full" in message else ("it is read-only" if "readonly" in message else "an I/O error")
+        return StorageError(f"cannot write {path}: {reason}; every batch committed before is kept. Free space (or "
+                            "restore write access) and rerun the same command to complete it")
+    if "file is not a database" in message:
         return InputError(f"{path} is not an edgeclip index (not a SQLite file); it was left untouched: choose another file")
     return InputError(f"{path} is damaged ({exc}); move it away and rebuild it: `edgeclip index {path} SOURCE... --bundle B`")
 

@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import InputError
-from .sinks import FileSink, RowBatch
+from .sinks import FileSink, RowBatch, cut_back, discard
 
 HEADER_BYTES = 128  # magic (6) + version (2) + header length (2) + the dict, space-padded, '\n'-terminated
 MAGIC = b"\x93NUMPY\x01\x00"
@@ -114,16 +114,24 @@ class NpySink(FileSink):
             self._ids = open(ids_path(self.path), "ab")  # noqa: SIM115
         data, ids = self._data, self._ids
         vectors = np.ascontiguousarray(batch.vectors, dtype=self.settings.dtype)
-        data.seek(0, os.SEEK_END)
-        data.write(vectors.tobytes())
-        data.flush()
-        lines = (json.dumps({"id": i, "kind": k, "fingerprint": f}, ensure_ascii=False) + "\n"
-                 for i, k, f in zip(batch.ids, batch.kinds, batch.fingerprints))
-        ids.write("".join(lines).encode("utf-8"))
-        ids.flush()
-        data.seek(0)  # the row count last: readers never see a row that is not all there
-        data.write(_header(self.settings.dtype, self.rows + len(batch.ids), self.settings.row_width))
-        data.flush()
+        data_end, ids_end = data.seek(0, os.SEEK_END), ids.tell()
+        try:
+            data.write(vectors.tobytes())
+            data.flush()
+            lines = (json.dumps({"id": i, "kind": k, "fingerprint": f}, ensure_ascii=False) + "\n"
+                     for i, k, f in zip(batch.ids, batch.kinds, batch.fingerprints))
+            ids.write("".join(lines).encode("utf-8"))
+            ids.flush()
+            data.seek(0)  # the row count last: readers never see a row that is not all there
+            data.write(_header(self.settings.dtype, self.rows + len(batch.ids), self.settings.row_width))
+            data.flush()
+        except OSError:
+            for handle in (data, ids):
+                discard(handle)
+            self._data = self._ids = None
+            cut_back(self.path, data_end)  # both files back to the rows the header counts
+            cut_back(ids_path(self.path), ids_end)
+            raise
 
     def _finish(self) -> None:
         for handle in (self._data, self._ids):
@@ -136,6 +144,19 @@ class NpySink(FileSink):
             self._compact(sorted(keep))
 
     def _compact(self, keep: list[int]) -> None:
+        try:
+            self._write_compacted(keep)
+        except BaseException:
+            if not self._marker.exists():  # before the marker the originals are whole: drop the half-made copies
+                for target in (self.path, ids_path(self.path)):
+                    with contextlib.suppress(OSError):
+                        self._tmp(target).unlink()
+            raise
+        self._roll_forward()
+        with contextlib.suppress(FileNotFoundError):
+            self._marker.unlink()
+
+    def _write_compacted(self, keep: list[int]) -> None:
         array = np.load(self.path, mmap_mode="r")
         sidecar = ids_path(self.path)
         wanted = set(keep)
@@ -151,6 +172,3 @@ class NpySink(FileSink):
             handle.write(b"".join(lines))
             os.fsync(handle.fileno())
         self._marker.write_bytes(b"")
-        self._roll_forward()
-        with contextlib.suppress(FileNotFoundError):
-            self._marker.unlink()

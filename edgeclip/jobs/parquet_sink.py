@@ -10,6 +10,7 @@ them, are in the file metadata under "edgeclip".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -116,8 +117,20 @@ class ParquetSink(FileSink):
         self._write_shard()
         if not self._shards:
             return
-        keep = self._keep()
         tmp = self.path.with_name(f".{self.path.name}.merge")
+        try:
+            self._merge(tmp)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # the shards stay: the next run merges them
+            raise
+        os.replace(tmp, self.path)
+        shutil.rmtree(self.parts, ignore_errors=True)
+        self._shards = []
+
+    def _merge(self, tmp: Path) -> None:
+        """The previous file and the shards, superseded rows left out, into `tmp` (fsynced)."""
+        keep = self._keep()
         row = 0
         with self.pa.parquet.ParquetWriter(tmp, self.schema()) as writer:
             for source in ([self.path] if self.path.exists() else []) + self._shards:
@@ -132,6 +145,3 @@ class ParquetSink(FileSink):
                         writer.write_table(table)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        shutil.rmtree(self.parts, ignore_errors=True)
-        self._shards = []

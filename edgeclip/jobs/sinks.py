@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .._files import atomic_write_bytes
-from ..errors import InputError
+from ..errors import InputError, storage_error
 from .lock import OutputLock
 
 SUFFIXES = (".jsonl", ".npy", ".parquet")
@@ -129,6 +129,7 @@ class FileSink(Sink):
         super().__init__()
         self.path, self.settings = path, settings
         self.meta_path = path.with_name(path.name + ".meta.json")
+        self.failed = False  # the system refused a write: close() then only releases the lock
         self.lock = OutputLock(path)
         self.lock.acquire()
         try:
@@ -136,9 +137,19 @@ class FileSink(Sink):
                 self._remove_all()
             self._open_existing()
             atomic_write_bytes(self.meta_path, (json.dumps(settings.to_dict(), indent=1) + "\n").encode())
+        except OSError as exc:
+            self.lock.release()
+            raise storage_error(self.meta_path, exc, "nothing was written") from exc
         except BaseException:
             self.lock.release()
             raise
+
+    def write(self, batch: RowBatch) -> None:
+        try:
+            super().write(batch)
+        except OSError as exc:  # the format's _append has cut its files back to their last whole row
+            self.failed = True
+            raise storage_error(self.path, exc, "the rows written before are kept") from exc
 
     def files(self) -> list[Path]:
         """Every file this output consists of (the lock aside)."""
@@ -166,7 +177,15 @@ class FileSink(Sink):
 
     def close(self) -> None:
         try:
-            self._finish()
+            if self.failed:
+                if self.rows == 0:
+                    self._remove_all()
+                return
+            try:
+                self._finish()
+            except OSError as exc:
+                self.failed = True
+                raise storage_error(self.path, exc, "every row written is kept (a rerun finishes the file)") from exc
             if self.rows == 0:
                 self._remove_all()  # a job that embedded nothing leaves no output behind
         finally:
@@ -203,8 +222,15 @@ class JsonlSink(FileSink):
             self._handle = open(self.path, "ab")  # noqa: SIM115 - closed in _finish
         dim = self.settings.dim
         lines = (_record(i, k, f, v, dim) for i, k, f, v in zip(batch.ids, batch.kinds, batch.fingerprints, batch.vectors))
-        self._handle.write("".join(lines).encode("utf-8"))
-        self._handle.flush()  # in the OS's hands now: a killed process loses nothing written
+        start = self._handle.tell()
+        try:
+            self._handle.write("".join(lines).encode("utf-8"))
+            self._handle.flush()  # in the OS's hands now: a killed process loses nothing written
+        except OSError:
+            discard(self._handle)
+            self._handle = None
+            cut_back(self.path, start)  # no torn last line
+            raise
 
     def _finish(self) -> None:
         if self._handle is not None:
@@ -214,13 +240,31 @@ class JsonlSink(FileSink):
         keep = self._keep()
         if keep is not None and self.path.exists():
             tmp = self.path.with_name(f".{self.path.name}.compact")
-            with open(self.path, "rb") as source, open(tmp, "wb") as target:
-                for row, line in enumerate(source):
-                    if row in keep:
-                        target.write(line)
-                target.flush()
-                os.fsync(target.fileno())
-            os.replace(tmp, self.path)
+            try:
+                with open(self.path, "rb") as source, open(tmp, "wb") as target:
+                    for row, line in enumerate(source):
+                        if row in keep:
+                            target.write(line)
+                    target.flush()
+                    os.fsync(target.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()  # the output is as it was: superseded rows are dropped by the next run
+                raise
+
+
+def discard(handle: BinaryIO) -> None:
+    """Close a handle whose write failed (its unflushed bytes are dropped, not retried)."""
+    with contextlib.suppress(OSError):
+        handle.close()
+
+
+def cut_back(path: Path, size: int) -> None:
+    """Truncate a file to `size` after a failed append (shrinking needs no space); if even that fails,
+    the next open cuts the torn tail off."""
+    with contextlib.suppress(OSError):
+        os.truncate(path, size)
 
 
 def check_output_path(out: str) -> Path | None:
