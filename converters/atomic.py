@@ -15,14 +15,22 @@ from .errors import ConverterError
 
 
 @contextlib.contextmanager
-def staged_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
+def staged_directory(target: Path, overwrite: bool = False, marker: str = "", what: str = "output") -> Iterator[Path]:
     """Yield a hidden sibling directory; on success it is renamed to `target`, on failure removed.
 
-    A killed process leaves only a `.NAME.partial-*` directory, never something at `target`.
+    A killed process leaves only a `.NAME.partial-*` directory, never something at `target`. An existing
+    `target` is replaced only with `overwrite` and only if it is a folder holding `marker` (what we wrote
+    there before): a folder of photos or a file that happens to be at that path is refused untouched.
     """
     target = Path(target).absolute()
-    if target.exists() and not overwrite:
-        raise ConverterError(f"{target} already exists; pass --overwrite to replace it or choose another path")
+    if target.exists() or target.is_symlink():
+        ours = target.is_dir() and not target.is_symlink() and (not marker or (target / marker).is_file())
+        if not ours:
+            raise ConverterError(f"{target} already exists and is not a {what} (no {marker} in it); it was left "
+                                 "untouched: choose another path")
+        if not overwrite:
+            raise ConverterError(f"{target} already exists (a {what}); pass --overwrite to replace it or choose "
+                                 "another path")
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:

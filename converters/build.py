@@ -14,7 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from torch import nn
 
-from edgeclip.bundle import Bundle, Manifest, SourceInfo, Variant, VocabInfo
+from edgeclip.bundle import MANIFEST_FILE, Bundle, Manifest, SourceInfo, Variant, VocabInfo
 from edgeclip.machine import FULL_RANGE_INT8, saturates_full_range_int8
 from edgeclip.session import TowerSession
 
@@ -172,7 +172,7 @@ def build_bundle(source_ref: str, out: Path, options: BuildOptions = BuildOption
     if unknown:
         raise ConverterError(f"unknown variant(s) {', '.join(unknown)}; choose from fp32, {PORTABLE}, {', '.join(RECIPES)}")
     variants = ("fp32", *(v for v in dict.fromkeys(options.variants) if v != "fp32"))
-    with staged_directory(out, overwrite=options.overwrite) as stage:
+    with staged_directory(out, overwrite=options.overwrite, marker=MANIFEST_FILE, what="bundle") as stage:
         staged = _StagedBundle(stage, source, cfg, pre, options.image_size)
         shutil.copyfile(source.path(TOKENIZER_FILE), stage / TOKENIZER_FILE)
         failures = [f for tower in options.towers for f in staged.add_tower(tower, variants, tokenizer, options)]

@@ -158,7 +158,8 @@ def make_checkpoint(out: Path, size: Size = "tiny", seed: int = 0, dtype: Storag
     cfg = clip_config_from_dict(raw_config)
     generator = torch.Generator().manual_seed(seed)
     storage = _TORCH_DTYPES[dtype]
-    with staged_directory(Path(out), overwrite=overwrite) as stage:
+    with staged_directory(Path(out), overwrite=overwrite, marker=RANDOM_MARKER_FILE,
+                          what="checkpoint made by make-checkpoint") as stage:
         tensors = {
             key: _random_tensor(key, shape, generator).to(storage).contiguous()
             for key, shape in official_inventory(cfg).items()

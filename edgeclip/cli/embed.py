@@ -17,7 +17,7 @@ from ..bundle import MANIFEST_FILE, sha256_file
 from ..errors import InputError
 from ..fetch import FetchPolicy
 from ..jobs import JobOptions, JobSummary, OutputSettings, ScanReport, open_sink, run_job, sources
-from ..jobs.sinks import check_output_path
+from ..jobs.sinks import check_output_path, output_files
 from ..model import EdgeClip, load
 from ..postprocess import PRECISIONS, check_precision, check_truncate_dim
 from ..preprocess import DEFAULT_MAX_PIXELS
@@ -75,6 +75,15 @@ def _providers(args: argparse.Namespace) -> list[str] | None:
     if args.providers:
         return [p.strip() for p in args.providers.split(",") if p.strip()]
     return GPU_DEVICES[args.device] if args.device else None
+
+
+def _check_out_is_not_an_input(args: argparse.Namespace, out: Path) -> None:
+    """Refuse, before anything is read, an --out (or one of its side files) that is also an input."""
+    written = {p.resolve() for p in output_files(out)}
+    given = [*args.text_file, *args.jsonl, *args.image]
+    clash = [name for name in given if name != sources.STDIN and Path(name).exists() and Path(name).resolve() in written]
+    if clash:
+        raise InputError(f"--out {args.out} is also an input ({clash[0]}); write the embeddings to another file")
 
 
 def _stdin_users(args: argparse.Namespace) -> int:
@@ -144,7 +153,13 @@ def run(args: argparse.Namespace) -> int:
         if args.device or args.providers:
             raise InputError("--engine ray runs onnxruntime's CPU provider on every actor; drop --device/--providers")
     else:
-        check_output_path(args.out)  # before the model loads: a bad --out costs nothing
+        out = check_output_path(args.out)  # before the model loads: a bad --out costs nothing
+        if out is not None:
+            _check_out_is_not_an_input(args, out)
+            if _stdin_users(args) and not args.overwrite and any(p.exists() for p in output_files(out)):
+                raise InputError(f"{out} exists, and rows read from stdin are numbered stdin:1, stdin:2, ...: a second "
+                                 "batch would replace the first one's rows. Write it to a new --out, or give "
+                                 "--overwrite to replace the output")
     report = ScanReport()
     passes = _item_sources(args, report)
     model = load(args.bundle, variant=args.variant, threads=args.threads, providers=_providers(args),

@@ -134,6 +134,7 @@ class FileSink(Sink):
         self.lock.acquire()
         try:
             if overwrite:
+                self._check_ours()
                 self._remove_all()
             self._open_existing()
             atomic_write_bytes(self.meta_path, (json.dumps(settings.to_dict(), indent=1) + "\n").encode())
@@ -155,6 +156,13 @@ class FileSink(Sink):
         """Every file this output consists of (the lock aside)."""
         return [self.path, self.meta_path]
 
+    def _check_ours(self) -> None:
+        """--overwrite replaces only an output edgeclip wrote (its settings file beside it): anything else
+        at that path is refused untouched."""
+        if self.path.exists() and not self.meta_path.exists():
+            raise InputError(f"{self.path} exists and was not written by `edgeclip embed` (no {self.meta_path.name} beside "
+                             "it); --overwrite replaces only edgeclip's outputs: choose another --out")
+
     def _remove_all(self) -> None:
         for file in self.files():
             with contextlib.suppress(FileNotFoundError):
@@ -165,7 +173,7 @@ class FileSink(Sink):
             stored = json.loads(self.meta_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"{self.path} exists but was not written by `edgeclip embed` (no {self.meta_path.name}); "
-                             "use another --out, or --overwrite to replace it") from None
+                             "choose another --out") from None
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read {self.meta_path}: {exc}; use --overwrite to start afresh") from exc
         if not isinstance(stored, dict):
@@ -252,6 +260,14 @@ class JsonlSink(FileSink):
                 with contextlib.suppress(OSError):
                     tmp.unlink()  # the output is as it was: superseded rows are dropped by the next run
                 raise
+
+
+def output_files(path: Path) -> list[Path]:
+    """The files an output at `path` consists of (for checks before a sink is opened)."""
+    files = [path, path.with_name(path.name + ".meta.json")]
+    if path.suffix == ".npy":
+        files.append(path.with_name(path.name[: -len(".npy")] + ".ids.jsonl"))
+    return files
 
 
 def discard(handle: BinaryIO) -> None:

@@ -138,7 +138,7 @@ def test_interrupted_build_never_looks_like_a_bundle(tiny_checkpoint: Path, tmp_
 
 def test_existing_bundle_needs_overwrite(tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path) -> None:
     before = (tiny_bundle / "manifest.json").read_bytes()
-    with pytest.raises(ConverterError, match="already exists; pass --overwrite"):
+    with pytest.raises(ConverterError, match=r"already exists \(a bundle\); pass --overwrite"):
         build_bundle(str(tiny_checkpoint), tiny_bundle)
     assert (tiny_bundle / "manifest.json").read_bytes() == before
     replaced = build_bundle(str(tiny_checkpoint), tmp_path / "b", BuildOptions(towers=("text",)))
