@@ -156,10 +156,6 @@ def run(args: argparse.Namespace) -> int:
         out = check_output_path(args.out)  # before the model loads: a bad --out costs nothing
         if out is not None:
             _check_out_is_not_an_input(args, out)
-            if _stdin_users(args) and not args.overwrite and any(p.exists() for p in output_files(out)):
-                raise InputError(f"{out} exists, and rows read from stdin are numbered stdin:1, stdin:2, ...: a second "
-                                 "batch would replace the first one's rows. Write it to a new --out, or give "
-                                 "--overwrite to replace the output")
     report = ScanReport()
     passes = _item_sources(args, report)
     model = load(args.bundle, variant=args.variant, threads=args.threads, providers=_providers(args),

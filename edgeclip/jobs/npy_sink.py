@@ -3,6 +3,10 @@
 Per batch: rows are appended to the array, their ids to the sidecar, then the header's row count
 is updated. A reader (np.load) sees only counted rows; a killed job leaves at most uncounted
 bytes, which the next open cuts back to the rows that both files hold.
+
+The two files are bound by a run identifier: in a comment after the header's dict (np.load reads past
+it) and in every sidecar record. A sidecar whose array is gone, or an array and a sidecar of different
+runs, are never trusted: the first is dropped (its rows are embedded again), the second refused.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,20 +32,27 @@ def ids_path(path: Path) -> Path:
     return path.with_name(path.name[: -len(".npy")] + ".ids.jsonl")
 
 
-def _header(dtype: np.dtype, rows: int, width: int) -> bytes:
+RUN = re.compile(rb"# edgeclip run=([0-9a-f]+)")
+
+
+def _header(dtype: np.dtype, rows: int, width: int, run: str | None) -> bytes:
     text = f"{{'descr': {dtype.str!r}, 'fortran_order': False, 'shape': ({rows}, {width}), }}"
+    text += f" # edgeclip run={run}" if run else ""
     body = text.ljust(HEADER_BYTES - len(MAGIC) - 2 - 1) + "\n"
     return MAGIC + len(body).to_bytes(2, "little") + body.encode("latin1")
 
 
-def _read_header(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+def _read_header(path: Path) -> tuple[np.dtype, tuple[int, ...], str | None]:
+    """dtype, shape and run identifier (None in outputs of edgeclip before 0.1.1)."""
     with open(path, "rb") as handle:
         if np.lib.format.read_magic(handle) != (1, 0):
             raise ValueError("not written by edgeclip embed (npy format version differs)")
         shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
         if handle.tell() != HEADER_BYTES:
             raise ValueError("not written by edgeclip embed (header size differs)")
-    return dtype, shape
+        handle.seek(0)
+        found = RUN.search(handle.read(HEADER_BYTES))
+    return dtype, shape, found.group(1).decode() if found else None
 
 
 class NpySink(FileSink):
@@ -58,11 +71,14 @@ class NpySink(FileSink):
         self._ids: BinaryIO | None = None
         self._roll_forward()
         width, dtype = self.settings.row_width, self.settings.dtype
+        self.run: str | None = secrets.token_hex(8)
         if not self.path.exists():
+            with contextlib.suppress(FileNotFoundError):
+                ids_path(self.path).unlink()  # ids whose array is gone label nothing: their inputs are embedded again
             return
         self.settings.check_same(self._stored_settings(), str(self.path))
         try:
-            stored_dtype, shape = _read_header(self.path)
+            stored_dtype, shape, self.run = _read_header(self.path)
         except (ValueError, OSError) as exc:
             raise InputError(f"{self.path} is damaged ({exc}); use --overwrite to start afresh") from exc
         if stored_dtype != dtype or len(shape) != 2 or shape[1] != width:
@@ -82,6 +98,10 @@ class NpySink(FileSink):
                         records.append((str(record["id"]), str(record.get("fingerprint", ""))))
                     except (ValueError, KeyError, TypeError) as exc:
                         raise InputError(f"{sidecar} line {number} is damaged ({exc}); use --overwrite to start afresh") from exc
+                    if record.get("run") != self.run:
+                        raise InputError(f"{sidecar} does not belong to {self.path.name} (line {number} is from run "
+                                         f"{record.get('run')}, the array from run {self.run}: one of them was replaced); "
+                                         "its ids cannot label these rows: use --overwrite to start afresh")
                     sizes.append(len(line))
         rows = len(records)
         for item_id, fingerprint in records:
@@ -101,7 +121,7 @@ class NpySink(FileSink):
         self._marker.unlink()
 
     def _write_header(self, rows: int) -> None:
-        header = _header(self.settings.dtype, rows, self.settings.row_width)
+        header = _header(self.settings.dtype, rows, self.settings.row_width, self.run)
         mode = "r+b" if self.path.exists() else "wb"
         with open(self.path, mode) as handle:
             handle.write(header)
@@ -118,12 +138,12 @@ class NpySink(FileSink):
         try:
             data.write(vectors.tobytes())
             data.flush()
-            lines = (json.dumps({"id": i, "kind": k, "fingerprint": f}, ensure_ascii=False) + "\n"
+            lines = (json.dumps({"id": i, "kind": k, "fingerprint": f, "run": self.run}, ensure_ascii=False) + "\n"
                      for i, k, f in zip(batch.ids, batch.kinds, batch.fingerprints))
             ids.write("".join(lines).encode("utf-8"))
             ids.flush()
             data.seek(0)  # the row count last: readers never see a row that is not all there
-            data.write(_header(self.settings.dtype, self.rows + len(batch.ids), self.settings.row_width))
+            data.write(_header(self.settings.dtype, self.rows + len(batch.ids), self.settings.row_width, self.run))
             data.flush()
         except OSError:
             for handle in (data, ids):
@@ -163,7 +183,7 @@ class NpySink(FileSink):
         with open(sidecar, "rb") as handle:
             lines = [line for row, line in enumerate(handle) if row in wanted]
         with open(self._tmp(self.path), "wb") as handle:
-            handle.write(_header(self.settings.dtype, len(keep), self.settings.row_width))
+            handle.write(_header(self.settings.dtype, len(keep), self.settings.row_width, self.run))
             for start in range(0, len(keep), 4096):  # bounded memory whatever the output's size
                 handle.write(np.ascontiguousarray(array[keep[start : start + 4096]]).tobytes())
             os.fsync(handle.fileno())

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .sources import STDIN_ID_PREFIX
 from ..fetch import FetchPolicy
 from ..model import EdgeClip
 from .sinks import RowBatch, Sink
@@ -138,6 +139,13 @@ class _Decoder(threading.Thread):
         stored = self.sink.done.get(item.id)
         if stored is not None and stored == item.fingerprint and item.fingerprint:
             return None
+        if stored is not None and item.id.startswith(STDIN_ID_PREFIX):
+            # stdin lines are numbered, not named: another stream would take over the first one's rows. Lines
+            # that match are skipped before this one (a resume of the same stream), so nothing is written yet.
+            raise InputError(f"stdin line {item.id.removeprefix(STDIN_ID_PREFIX)} differs from the row {item.id} already "
+                             "in the output: this is another stream, whose lines would replace that one's rows. Write "
+                             "it to a new --out, or pass --overwrite to replace the output (piping the same stream "
+                             "again resumes it)")
         return item
 
     def _tokenized(self, items: list[Item]) -> list[_Decoded | Failure]:

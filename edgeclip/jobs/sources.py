@@ -22,6 +22,7 @@ from ..preprocess import optional_decoders
 
 Kind = Literal["text", "image"]
 STDIN = "-"
+STDIN_ID_PREFIX = "stdin:"  # ids of --text-file - lines: stdin:1, stdin:2, ...
 CLASSIC_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 HEIF_SUFFIXES = frozenset({".heic", ".heif"})
 AVIF_SUFFIXES = frozenset({".avif"})
@@ -133,7 +134,7 @@ def _where(name: str) -> str:
 def text_file(name: str) -> Iterator[Item]:
     """One text per non-empty line; an undecodable line is reported with its number, the others go on."""
     for number, raw in _lines(name):
-        item_id = f"{_where(name)}:{number}"
+        item_id = f"{STDIN_ID_PREFIX}{number}" if name == STDIN else f"{name}:{number}"
         text, problem = _decoded(raw)
         if problem is not None:
             yield Item(item_id, "text", "", "", error=problem)

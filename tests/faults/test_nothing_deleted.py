@@ -71,11 +71,16 @@ def test_an_out_that_is_an_input_is_refused_before_reading(tmp_path: Path, tiny_
     assert "is also an input" in run("embed", tiny_bundle, "--jsonl", ids, "--out", tmp_path / "v.npy", check=2)
 
 
-def test_stdin_into_an_existing_output_is_refused_unless_overwrite(tmp_path: Path, tiny_bundle: Path) -> None:
+def test_another_stdin_stream_into_an_existing_output_is_refused(tmp_path: Path, tiny_bundle: Path) -> None:
+    """stdin lines are ids stdin:1, stdin:2, ...: the same stream again resumes the output, another one is refused
+    (its lines would replace the first stream's rows) before anything is written, unless --overwrite."""
     out = tmp_path / "out.jsonl"
-    run("embed", tiny_bundle, "--text-file", "-", "--out", out, check=0, stdin="first batch\n")
+    run("embed", tiny_bundle, "--text-file", "-", "--out", out, check=0, stdin="same header\nfirst batch\n")
     first = out.read_bytes()
-    said = run("embed", tiny_bundle, "--text-file", "-", "--out", out, check=2, stdin="second batch\n")
-    assert "stdin:1" in said and "new --out" in said and out.read_bytes() == first
-    run("embed", tiny_bundle, "--text-file", "-", "--out", out, "--overwrite", check=0, stdin="second batch\n")
-    assert out.read_bytes() != first
+    run("embed", tiny_bundle, "--text-file", "-", "--out", out, check=0, stdin="same header\nfirst batch\nmore\n")
+    resumed = out.read_bytes()
+    assert resumed.startswith(first) and len(resumed.splitlines()) == 3
+    said = run("embed", tiny_bundle, "--text-file", "-", "--out", out, check=2, stdin="same header\nsecond batch\n")
+    assert "stdin line 2 differs from the row stdin:2" in said and out.read_bytes() == resumed
+    run("embed", tiny_bundle, "--text-file", "-", "--out", out, "--overwrite", check=0, stdin="same header\nsecond batch\n")
+    assert len(out.read_bytes().splitlines()) == 2
