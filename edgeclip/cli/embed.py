@@ -16,6 +16,7 @@ from typing import Any
 from ..bundle import MANIFEST_FILE, sha256_file
 from ..errors import InputError
 from ..fetch import FetchPolicy
+from ..integrity import verify_variants
 from ..jobs import JobOptions, JobSummary, OutputSettings, ScanReport, open_sink, run_job, sources
 from ..jobs.sinks import check_output_path, output_files
 from ..model import EdgeClip, load
@@ -84,6 +85,15 @@ def _check_out_is_not_an_input(args: argparse.Namespace, out: Path) -> None:
     clash = [name for name in given if name != sources.STDIN and Path(name).exists() and Path(name).resolve() in written]
     if clash:
         raise InputError(f"--out {args.out} is also an input ({clash[0]}); write the embeddings to another file")
+
+
+def _resuming(args: argparse.Namespace) -> bool:
+    if args.overwrite or args.out == "-":
+        return False
+    out = Path(args.out)
+    if args.engine == "ray":
+        return out.is_dir() and any(out.glob("part-*.parquet"))
+    return any(p.exists() for p in output_files(out))
 
 
 def _stdin_users(args: argparse.Namespace) -> int:
@@ -183,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
         found = "; ".join(report.lines())
         raise InputError(f"nothing to embed: the inputs hold no texts or images{' (' + found + ')' if found else ''}")
     settings = _settings(model, args, towers, options)
+    if _resuming(args):  # rows from damaged or changed weights must never join the intact ones'
+        verify_variants(model.bundle, settings.variants)
     if args.engine == "ray":  # the actors open the graphs (and check them); the driver needs only the manifest
         return _run_on_ray(args, passes(), settings, report, counted.get("total"))
     model.open_towers(sorted(towers))  # type: ignore[arg-type]  # a missing tower or damaged graph fails now

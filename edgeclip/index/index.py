@@ -20,6 +20,7 @@ import numpy as np
 
 from ..bundle import MANIFEST_FILE, sha256_file
 from ..errors import InputError
+from ..integrity import verify_variants
 from ..jobs import Item, JobOptions, RowBatch, ScanReport, Sink, run_job, sources
 from ..jobs.lock import OutputLock
 from ..jobs.pipeline import Failure
@@ -155,6 +156,8 @@ class Index:
         (`stop`, or the process killed) a rerun finishes the job and nothing is lost or twice.
         """
         report = IndexReport()
+        if self.store.count():  # adding to rows made before: the weights must be the ones they were made with
+            verify_variants(self.model.bundle, self.settings.variants)
         roots = [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths]
         for root in roots:
             if not os.path.exists(root):
