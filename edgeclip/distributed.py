@@ -256,26 +256,61 @@ def shard_name(number: int) -> str:
 
 
 def read_shards(out: Path) -> dict[str, tuple[str, Path]]:
-    """id -> (fingerprint, shard file) of every row already written under `out`."""
+    """id -> (fingerprint, shard file) of every row already written under `out` (the newest, where an id
+    is in several shards: shard numbers only grow, so the highest holds the latest embedding)."""
+    return {item_id: rows[-1] for item_id, rows in _rows_by_id(out).items()}
+
+
+def _rows_by_id(out: Path) -> dict[str, list[tuple[str, Path]]]:
+    """id -> [(fingerprint, shard)] for every row under `out`, oldest shard first."""
     pa = pyarrow_module()
-    done: dict[str, tuple[str, Path]] = {}
-    for shard in sorted(out.glob(SHARD_GLOB)):
+    rows: dict[str, list[tuple[str, Path]]] = {}
+    for shard in sorted(out.glob(SHARD_GLOB), key=lambda p: int(p.stem.split("-")[1])):
         try:
             table = pa.parquet.read_table(shard, columns=["id", "fingerprint"])
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"{shard} is damaged ({exc}); delete it (its inputs are embedded again) or use --overwrite") from exc
         for item_id, fingerprint in zip(table.column("id").to_pylist(), table.column("fingerprint").to_pylist()):
-            done[item_id] = (fingerprint, shard)
-    return done
+            rows.setdefault(item_id, []).append((fingerprint, shard))
+    return rows
 
 
-def _drop_rows(shard: Path, ids: set[str], settings: OutputSettings) -> None:
-    """Rewrite a shard without the rows of inputs that changed (they are in a newer shard now)."""
+def deduplicate(out: Path, settings: OutputSettings) -> tuple[int, int]:
+    """Drop every row that a newer shard supersedes (an input embedded again after it changed): a run
+    killed before its end-of-job clean-up leaves both. Run on every open, before anything else; each
+    shard rewrite is atomic, so a kill during it is repaired by the next open. (ids stored twice, rows dropped)."""
+    stale: dict[Path, set[str]] = {}
+    twice = 0
+    for item_id, rows in _rows_by_id(out).items():
+        newest = rows[-1][1]
+        older = {shard for _, shard in rows if shard != newest}
+        twice += len(rows) > 1
+        for shard in older:
+            stale.setdefault(shard, set()).add(item_id)
+        if sum(shard == newest for _, shard in rows) > 1:  # twice in the newest shard itself: keep its last row
+            stale.setdefault(newest, set())
+    dropped = 0
+    for shard, ids in stale.items():
+        dropped += _drop_rows(shard, ids, settings, keep_last_of_repeats=True)
+    return twice, dropped
+
+
+def _drop_rows(shard: Path, ids: set[str], settings: OutputSettings, keep_last_of_repeats: bool = False) -> int:
+    """Rewrite a shard without the rows of `ids` (and, asked, without all but the last row of an id it holds
+    twice); a shard left empty is deleted. Returns the rows dropped."""
     pa = pyarrow_module()
     table = pa.parquet.read_table(shard)
-    keep = pa.array([i not in ids for i in table.column("id").to_pylist()])
-    write_shard(shard, parquet_bytes(pa, table.filter(keep).replace_schema_metadata(
+    column = table.column("id").to_pylist()
+    last = {item_id: row for row, item_id in enumerate(column)}
+    keep = [i not in ids and (not keep_last_of_repeats or last[i] == row) for row, i in enumerate(column)]
+    if all(keep):
+        return 0
+    if not any(keep):
+        shard.unlink()
+        return len(keep)
+    write_shard(shard, parquet_bytes(pa, table.filter(pa.array(keep)).replace_schema_metadata(
         {METADATA_KEY: json.dumps(settings.to_dict()).encode()})))
+    return keep.count(False)
 
 
 def check_output_dir(out: Path, settings: OutputSettings, overwrite: bool) -> None:
@@ -320,18 +355,22 @@ def run_shards(items: Iterable[Item], out: Path, config: EmbedConfig, settings: 
     lock.acquire()
     try:
         check_output_dir(out, settings, overwrite)
+        deduplicate(out, settings)  # before anything else: what a killed run left twice
         done = read_shards(out)
         summary = JobSummary()
         todo: list[Item] = []
-        changed: dict[Path, set[str]] = {}
+        seen: set[str] = set()
         for item in items:
             if item.error is not None:
                 summary.failures.append(Failure(item.id, item.kind, item.error))
+            elif item.id in seen:
+                summary.failures.append(Failure(item.id, item.kind, "duplicate id in this job's inputs: the first one is kept"))
             elif item.id in done and done[item.id][0] == item.fingerprint:
+                seen.add(item.id)
                 summary.skipped += 1
             else:
-                if item.id in done:
-                    changed.setdefault(done[item.id][1], set()).add(item.id)
+                seen.add(item.id)
+                summary.changed += item.id in done
                 todo.append(item)
         first = 1 + max((int(p.stem.split("-")[1]) for p in out.glob(SHARD_GLOB)), default=-1)
         shards = [{"shard": first + n, "items": json.dumps([dataclasses.asdict(i) for i in todo[s : s + shard_rows]])}
@@ -345,9 +384,7 @@ def run_shards(items: Iterable[Item], out: Path, config: EmbedConfig, settings: 
             for row in ds.iter_rows():
                 for failure in json.loads(row["failures"]):
                     summary.failures.append(Failure(**failure))
-        for shard, ids in changed.items():
-            _drop_rows(shard, ids, settings)
-        summary.changed = sum(len(ids) for ids in changed.values())
+        deduplicate(out, settings)  # the changed inputs' old rows
         kinds = [i.kind for i in todo]
         failed = {f.id for f in summary.failures}
         summary.texts = sum(1 for i in todo if i.kind == "text" and i.id not in failed)
