@@ -60,6 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, help="FILE.jsonl, FILE.npy (ids in FILE.ids.jsonl), FILE.parquet, or - (JSONL on stdout)")
     out.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming an existing --out")
+    out.add_argument("--check", action="store_true", help="no inputs: report and repair ids stored twice in --out "
+                     "(a killed run can leave an old row beside its replacement), then exit")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     engine = p.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -153,6 +155,8 @@ def _settings(model: EdgeClip, args: argparse.Namespace, towers: set[str], optio
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.check:
+        return _check(args)
     if not (args.text or args.text_file or args.jsonl or args.image or args.image_dir):
         raise InputError("nothing to embed: give --text, --text-file, --jsonl, --image or --image-dir")
     if _stdin_users(args) > 1:
@@ -206,6 +210,41 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         sink.close()
     return _report(summary, sink.unique_rows, args, report, counted.get("total"))
+
+
+def _check(args: argparse.Namespace) -> int:
+    """--check: repair an existing output's duplicates with the settings it was written with."""
+    import json
+
+    if args.text or args.text_file or args.jsonl or args.image or args.image_dir or args.overwrite:
+        raise InputError("--check takes no inputs and no --overwrite: it only repairs --out")
+    out = Path(args.out)
+    if args.engine == "ray":
+        from ..distributed import deduplicate, settings_file
+        from ..jobs.lock import OutputLock
+
+        meta = settings_file(out.resolve())
+    else:
+        meta = out.with_name(out.name + ".meta.json")
+    try:
+        stored = {k: v for k, v in json.loads(meta.read_text(encoding="utf-8")).items() if k != "edgeclip_output"}
+        settings = OutputSettings(**stored)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"--out {args.out} is not an edgeclip output ({meta.name} unreadable: {exc})") from exc
+    if args.engine == "ray":
+        lock = OutputLock(out.resolve())
+        lock.acquire()
+        try:
+            _, dropped = deduplicate(out.resolve(), settings)
+        finally:
+            lock.release()
+    else:
+        sink = open_sink(args.out, settings)
+        dropped = sink.rows - sink.unique_rows
+        sink.close()  # compacts: keeps each id's newest row
+    print(f"{args.out}: " + (f"{dropped} superseded rows dropped: every id is stored once now" if dropped else
+                             "every id is stored once"), file=sys.stderr)
+    return 0
 
 
 def _run_on_ray(args: argparse.Namespace, items: Iterator[Any], settings: OutputSettings, scan: ScanReport,

@@ -49,3 +49,24 @@ def test_older_rows_of_ids_in_newer_shards_are_dropped_on_open(tmp_path: Path) -
     assert {i for i, (fp, _) in newest.items() if fp.startswith("new!")} == set(ids[:8] + ids[10:])
     assert not (out / distributed.shard_name(0)).exists()  # a shard left empty is deleted
     assert distributed.deduplicate(out, SETTINGS) == (0, 0)  # idempotent: a kill during it is finished next time
+
+
+def test_embed_check_repairs_a_folder_and_a_file(tmp_path: Path) -> None:
+    import json
+
+    from edgeclip.cli import main
+
+    out = tmp_path / "emb"
+    out.mkdir()
+    distributed.settings_file(out).write_text(json.dumps(SETTINGS.to_dict()), encoding="utf-8")
+    shard(out, 0, ["a", "b"], "old")
+    shard(out, 1, ["a"], "new!")
+    assert main(["embed", "unused-bundle", "--out", f"{out}/", "--engine", "ray", "--check"]) == 0
+    assert sorted(all_ids(out)) == ["a", "b"]
+    # a .jsonl a killed job left with a superseded row (rows are compacted when a job closes)
+    jsonl = tmp_path / "out.jsonl"
+    rows = [{"id": "a", "kind": "text", "dim": 4, "fingerprint": v, "embedding": [0.5] * 4} for v in ("old", "new")]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    jsonl.with_name("out.jsonl.meta.json").write_text(json.dumps(SETTINGS.to_dict()), encoding="utf-8")
+    assert main(["embed", "unused-bundle", "--out", str(jsonl), "--check"]) == 0
+    assert [json.loads(line)["fingerprint"] for line in jsonl.read_text(encoding="utf-8").splitlines()] == ["new"]
