@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .._files import atomic_write_bytes
 from ..errors import InputError
-from .common import comma_list, positive, tower_list
+from .common import check_output_file, comma_list, positive, tower_list
 
 def _seconds(value: str) -> float:
     try:
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark import compare_lines, format_report, load_report, run_benchmark
 
     others = [load_report(path) for path in args.compare or []]  # bad files fail before minutes of timing
+    check_output_file(args.json, "--json")
     if args.variants and "all" in args.variants and len(args.variants) > 1:
         raise InputError("--variants all stands alone")
     report = run_benchmark(args.bundle, towers=args.towers, variants=args.variants, providers=args.providers,

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -44,6 +45,22 @@ def tower_list(value: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown tower {', '.join(unknown)}; choose from text, vision")
     return towers
+
+
+def check_output_file(path: Path | None, option: str) -> None:
+    """Refuse, before any work, a file option (--html, --json) that could not be written: a folder, a
+    missing or unwritable folder, a read-only file. One line; the command exits 2."""
+    from ..errors import InputError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file path, e.g. {path / ('out' + (path.suffix or '.html'))}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{option} {path}: the folder {parent} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{option} {path} cannot be written (permission denied); choose another path")
 
 
 def run_interruptibly(job: Callable[[threading.Event], Any]) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..index.store import damaged
-from .common import positive
+from .common import check_output_file, positive
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.query is None) == (args.image is None):
         raise InputError("give a text QUERY or --image PATH (one of them)")
+    check_output_file(args.html, "--html")  # before the search: a bad path costs nothing
     try:
         with open_index(args.db, bundle=args.bundle, threads=args.threads) as index:
             results = index.search(text=args.query, image=str(args.image) if args.image else None, k=args.k,
