@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConverterError, EdgeClipError) as exc:  # EdgeClipError: a bundle the runtime refuses (publish, validate)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the staging directory is already removed: nothing half-written
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
     except OSError as exc:  # disk full, permissions: the staging directory is already removed, nothing half-written
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}; nothing was written. Free space or fix the permissions and run it again.",

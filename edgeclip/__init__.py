@@ -10,21 +10,31 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from . import _offline  # noqa: F401  (first: ORT_DISABLE_TELEMETRY must be set before onnxruntime loads)
 from .bundle import Bundle, Manifest
 from .errors import BundleError, EdgeClipError, InputError
-from .model import EdgeClip, load
-from .postprocess import similarity
+
+if TYPE_CHECKING:
+    from .index import Index
+    from .model import EdgeClip, load
+    from .postprocess import similarity
 
 __version__ = "0.1.1"
 
 __all__ = ["Bundle", "BundleError", "EdgeClip", "EdgeClipError", "Index", "InputError", "Manifest", "load", "similarity",
            "__version__"]
+# Imported on first use (numpy, onnxruntime, the index): `import edgeclip` stays light, and the command
+# line catches a Ctrl-C that lands while they load.
+_LAZY = {"EdgeClip": ".model", "load": ".model", "similarity": ".postprocess", "Index": ".index"}
 
 
 def __getattr__(name: str) -> object:
-    if name == "Index":  # imported on first use: `import edgeclip` stays light
-        from .index import Index
-
-        return Index
-    raise AttributeError(f"module 'edgeclip' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeclip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -12,15 +12,25 @@ import os
 import sys
 import warnings
 
+from typing import Any
+
 from .. import __version__
 from ..errors import EdgeClipError, StorageError
-from . import bench, embed, index, info, pull, search, serve
-from .info import info_text
 
 __all__ = ["info_text", "main", "parser"]
 
 
+def __getattr__(name: str) -> Any:
+    if name == "info_text":
+        from .info import info_text
+
+        return info_text
+    raise AttributeError(f"module 'edgeclip.cli' has no attribute {name!r}")
+
+
 def parser() -> argparse.ArgumentParser:
+    from . import bench, embed, index, info, pull, search, serve  # numpy, onnxruntime: inside main's Ctrl-C guard
+
     root = argparse.ArgumentParser(prog="edgeclip", description="jina-clip-v2 embeddings on CPUs (ONNX Runtime)")
     root.add_argument("--version", action="version", version=f"edgeclip {__version__}")
     sub = root.add_subparsers(dest="command", required=True)
@@ -40,7 +50,11 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except KeyboardInterrupt:  # while the libraries load: still one line
+        print("interrupted", file=sys.stderr)
+        return 130
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return int(args.run(args))
