@@ -1,7 +1,8 @@
 """.parquet output (the `parquet` extra: pyarrow): shards while the job runs, one file when it closes.
 
-A Parquet file is only readable once its footer is written, so rows go into shards
-(`.OUT.parts/part-NNNNNN.parquet`, each written atomically) every few hundred rows; closing the sink
+A Parquet file is only readable once its footer is written, so every batch the job hands over is
+written as a shard (`.OUT.parts/part-NNNNNN.parquet`, atomically): a kill loses only the batch still
+being embedded, as with .jsonl and .npy (it lost up to 512 finished rows, or 30 s, before); closing the sink
 (at the end, or after Ctrl-C) merges the previous file and the shards into a new file and renames
 it over the old one. A killed job leaves its shards; the next run picks them up. Columns: id, kind,
 dim, fingerprint, embedding (fixed-size list); the settings, the bundle's manifest checksum among
@@ -14,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,6 @@ from .._files import atomic_write_bytes
 from ..errors import InputError
 from .sinks import FileSink, RowBatch
 
-SHARD_ROWS = 512
-SHARD_SECONDS = 30.0  # and at least this often, so a hard kill loses little
 METADATA_KEY = b"edgeclip"
 
 
@@ -70,7 +68,6 @@ class ParquetSink(FileSink):
         self.parts = path.with_name(f".{path.name}.parts")
         self._pending: list[RowBatch] = []
         self._shards: list[Path] = []
-        self._last_shard = time.monotonic()
         super().__init__(path, settings, overwrite)
 
     def files(self) -> list[Path]:
@@ -100,8 +97,7 @@ class ParquetSink(FileSink):
 
     def _append(self, batch: RowBatch) -> None:
         self._pending.append(batch)
-        if sum(len(b.ids) for b in self._pending) >= SHARD_ROWS or time.monotonic() - self._last_shard >= SHARD_SECONDS:
-            self._write_shard()
+        self._write_shard()
 
     def _write_shard(self) -> None:
         if not self._pending:
@@ -111,7 +107,6 @@ class ParquetSink(FileSink):
         atomic_write_bytes(shard, parquet_bytes(self.pa, parquet_table(self.pa, self.settings, self._pending)))
         self._shards.append(shard)
         self._pending = []
-        self._last_shard = time.monotonic()
 
     def _finish(self) -> None:
         self._write_shard()

@@ -25,3 +25,13 @@ def test_search_html_and_bench_json_paths_are_checked_first(tmp_path: Path, tiny
         result = cli(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert ("is a folder" if where == "folder" else "does not exist") in result.stderr
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".npy", ".parquet"])
+def test_a_job_whose_every_input_failed_leaves_nothing(tmp_path: Path, tiny_bundle: Path, suffix: str) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / "out" / f"emb{suffix}"
+    result = cli("embed", tiny_bundle, "--image", tmp_path / "typo.jpg", "--out", out)
+    assert result.returncode == 1 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert list(out.parent.iterdir()) == []

@@ -228,18 +228,17 @@ def test_a_compaction_cut_short_is_finished_on_the_next_open(model: edgeclip.Edg
 
 
 def test_parquet_shards_of_a_killed_job_are_picked_up(model: edgeclip.EdgeClip, tmp_path: Path) -> None:
-    from edgeclip.jobs.parquet_sink import SHARD_ROWS
-
+    """Every batch handed to the sink is a shard on disk at once: a kill loses only the batch being embedded."""
     out = tmp_path / "o.parquet"
     sink = open_sink(str(out), _settings(model))
-    sink.write(_batch([f"id{i}" for i in range(SHARD_ROWS)], 64))  # one full shard on disk
-    sink.write(_batch(["pending"], 64))  # buffered: lost with the process
+    sink.write(_batch([f"id{i}" for i in range(40)], 64))
+    sink.write(_batch(["last"], 64))
     sink.lock.release()  # the kernel does this when a process dies; close() never runs
-    assert not out.exists() and len(list((tmp_path / ".o.parquet.parts").glob("part-*.parquet"))) == 1
+    assert not out.exists() and len(list((tmp_path / ".o.parquet.parts").glob("part-*.parquet"))) == 2
     resumed = open_sink(str(out), _settings(model))
-    assert len(resumed.done) == SHARD_ROWS and "pending" not in resumed.done
-    resumed.write(_batch(["pending"], 64))
+    assert len(resumed.done) == 41 and "last" in resumed.done
+    resumed.write(_batch(["after"], 64))
     resumed.close()
     ids, rows = read_rows(out)
-    assert len(ids) == len(set(ids)) == SHARD_ROWS + 1 and rows.shape == (SHARD_ROWS + 1, 64)
+    assert len(ids) == len(set(ids)) == 42 and rows.shape == (42, 64)
     assert not (tmp_path / ".o.parquet.parts").exists()
