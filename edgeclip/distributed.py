@@ -188,6 +188,56 @@ def start_ray(address: str | None = None) -> None:
         # (on a busy 2-core box the default cost the embedding actor ~20 %). A value set by the user wins.
         os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(include_dashboard=False)
+        _end_with_this_process()
+
+
+# Watches the driver from a process of its own; once the driver is gone, however it died (kill -9
+# included), it ends the Ray processes the driver started (they outlived it by a minute and more).
+_WATCHDOG = """
+import os, sys, time
+import psutil
+driver, session = int(sys.argv[1]), sys.argv[2]
+wanted = {(int(p), float(t)) for p, t in (x.split(':') for x in sys.argv[3:])}
+while psutil.pid_exists(driver) and psutil.Process(driver).status() != psutil.STATUS_ZOMBIE:
+    time.sleep(0.5)
+left = []
+for process in psutil.process_iter(["pid", "create_time", "cmdline"]):
+    try:
+        started_with_it = any(abs(process.info["create_time"] - t) < 0.01 for p, t in wanted if p == process.pid)
+        of_its_session = bool(session) and any(session in part for part in process.info["cmdline"] or ())
+        if (started_with_it or of_its_session) and process.pid != os.getpid():
+            process.terminate()
+            left.append(process)
+    except psutil.Error:
+        pass
+gone, alive = psutil.wait_procs(left, timeout=5)
+for process in alive:
+    try:
+        process.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _end_with_this_process() -> None:
+    """A local Ray's processes end with this one, also when it is killed: a watchdog process holds their
+    pids (with their start times) and ends them once this process is gone. A normal exit ends them first."""
+    import subprocess
+    import sys
+
+    try:
+        import psutil
+    except ImportError:  # ray depends on it; without it, Ray's own clean-up on a normal exit is all there is
+        return
+    children = psutil.Process().children(recursive=True)
+    pids = [f"{p.pid}:{p.create_time()}" for p in children]
+    try:  # the session folder is in every Ray process's command line: workers started later are found by it
+        session = os.path.basename(_ray()._private.worker._global_node.get_session_dir_path())
+    except Exception:  # noqa: BLE001 - a private attribute: without it the pids alone are used
+        session = ""
+    if pids:
+        subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), session, *pids], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def _map(ds: Any, config: EmbedConfig, batch_size: int, workers: int, cpus_per_worker: int) -> Any:

@@ -197,3 +197,26 @@ def test_a_worker_killed_mid_job_still_yields_every_id_once(local_ray: object, t
     assert summary.texts == 24 and not summary.failures
     rows = _rows(sorted(out.glob("part-*.parquet")))  # _rows fails on an id seen twice
     assert set(rows) == {i.id for i in items}
+
+
+def test_a_local_rays_processes_end_with_a_killed_driver(tmp_path: Path) -> None:
+    """kill -9 of the driver: the Ray processes it started end within seconds (they lived on >= 60 s)."""
+    import subprocess
+
+    code = ("from edgeclip.distributed import start_ray; start_ray(); import ray; "
+            "print(ray._private.worker._global_node.get_session_dir_path(), flush=True); import time; time.sleep(600)")
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert driver.stdout is not None
+    session = os.path.basename(driver.stdout.readline().strip())
+    assert session.startswith("session_")
+
+    def of_session() -> list[int]:
+        return [p.pid for p in psutil.process_iter(["cmdline"]) if any(session in part for part in p.info["cmdline"] or ())]
+
+    assert of_session()  # raylet, gcs_server, the agents
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + 30
+    while of_session() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert of_session() == []
