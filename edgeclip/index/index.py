@@ -66,6 +66,7 @@ class _Pending:
     source: str
     snippet: str
     content_hash: str
+    origin: str | None = None  # the file that named it, where that is not its source (a JSONL file's images)
 
 
 class _IndexSink(Sink):
@@ -82,7 +83,7 @@ class _IndexSink(Sink):
         rows = []
         for item_id, kind, fingerprint, vector in zip(batch.ids, batch.kinds, batch.fingerprints, batch.vectors):
             extra = self.pending.pop(item_id)
-            rows.append(Row(item_id, kind, extra.source, fingerprint, extra.content_hash, extra.snippet, vector))
+            rows.append(Row(item_id, kind, extra.source, fingerprint, extra.content_hash, extra.snippet, vector, extra.origin))
         self.store.put(rows)
 
 
@@ -167,8 +168,10 @@ class Index:
         seen: set[str] = set()
         sink = _IndexSink(self.store, pending)
 
+        jsonl_origin: dict[str, str] = {}
+
         def items() -> Iterator[Item]:
-            for item, source, snippet in self._items(roots, exclude, report.scan):
+            for item, source, snippet in self._items(roots, exclude, report.scan, jsonl_origin):
                 seen.add(item.id)
                 before = stored.get(item.id)
                 if before is None or before[0] != item.fingerprint:
@@ -178,7 +181,8 @@ class Index:
                         self.store.touch(item.id, item.fingerprint)
                         sink.done[item.id] = item.fingerprint
                     else:
-                        pending[item.id] = _Pending(source, snippet, content_hash)
+                        origin = jsonl_origin.get(item.id)
+                        pending[item.id] = _Pending(source, snippet, content_hash, origin)
                 yield item
 
         summary = run_job(self.model, items(), sink, JobOptions(truncate_dim=self._truncate_dim()), stop=stop,
@@ -256,8 +260,11 @@ class Index:
     def _truncate_dim(self) -> int | None:
         return self.settings.dim if self.settings.dim in self.model.matryoshka_dims else None
 
-    def _items(self, roots: list[str], exclude: Sequence[str], scan: ScanReport) -> Iterator[tuple[Item, str, str]]:
-        """(item, source, snippet) for every input under the roots, excluded globs left out."""
+    def _items(self, roots: list[str], exclude: Sequence[str], scan: ScanReport,
+               jsonl_origin: dict[str, str]) -> Iterator[tuple[Item, str, str]]:
+        """(item, source, snippet) for every input under the roots, excluded globs left out. An image named by
+        a JSONL record has its own path as its source (the page shows and thumbnails it); `jsonl_origin`
+        gets id -> the JSONL file, so that a record removed from it is removed from the index."""
         def excluded(path: str) -> bool:
             return any(fnmatch.fnmatch(path, g) or fnmatch.fnmatch(os.path.basename(path), g) for g in exclude)
 
@@ -275,7 +282,11 @@ class Index:
                 continue
             elif root.lower().endswith(".jsonl"):
                 for item in sources.jsonl_file(root):
-                    yield item, root, item.value[:SNIPPET_CHARS] if item.kind == "text" else ""
+                    if item.kind == "image" and item.error is None and os.path.isfile(item.value):
+                        jsonl_origin[item.id] = root
+                        yield item, os.path.abspath(item.value), ""
+                    else:
+                        yield item, root, item.value[:SNIPPET_CHARS] if item.kind == "text" else ""
             elif os.path.splitext(root)[1].lower() in DOCUMENT_SUFFIXES:
                 yield from self._document(root)
             else:
@@ -292,7 +303,7 @@ class Index:
             yield Item(path, "text", text, sources.file_fingerprint(path)), path, text[:SNIPPET_CHARS]
 
     def _sources_under(self, roots: list[str]) -> list[tuple[str, str]]:
-        rows = self.store.db.execute("SELECT id, source FROM items").fetchall()
+        rows = self.store.db.execute("SELECT id, COALESCE(origin, source) FROM items").fetchall()
         return [(i, s) for i, s in rows if any(s == r or s.startswith(r.rstrip(os.sep) + os.sep) for r in roots)]
 
     def image_source(self, item_id: str) -> str | None:

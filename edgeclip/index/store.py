@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS items (
     content_hash TEXT NOT NULL,    -- sha256 of the file's bytes (a touched but unchanged file is not re-embedded)
     snippet TEXT NOT NULL,         -- the first characters of a document, for display
     vector BLOB NOT NULL,          -- dim values: float16, or int8 scaled by 127; empty for binary
-    bits BLOB NOT NULL             -- dim/8 bytes of sign bits
+    bits BLOB NOT NULL,            -- dim/8 bytes of sign bits
+    origin TEXT                    -- the file that named the item when it is not the source (a JSONL file's images)
 );
 CREATE INDEX IF NOT EXISTS items_by_source ON items (source);
 """
@@ -61,6 +62,7 @@ class Row:
     content_hash: str
     snippet: str
     vector: np.ndarray  # (dim,) float32, unit norm
+    origin: str | None = None
 
 
 def pack(vectors: np.ndarray, precision: str) -> tuple[list[bytes], list[bytes]]:
@@ -120,6 +122,9 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(items)")}
+                if "origin" not in columns:  # an index made before 0.1.1
+                    self.db.execute("ALTER TABLE items ADD COLUMN origin TEXT")
             stored = self.db.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise damaged(self.path, exc) from exc
@@ -161,8 +166,9 @@ class Store:
         vectors, bits = pack(np.stack([r.vector for r in rows]), self.settings.precision)
         with self._transaction():
             self.db.executemany(
-                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.id, r.kind, r.source, r.fingerprint, r.content_hash, r.snippet, v, b)
+                "INSERT OR REPLACE INTO items (id, kind, source, fingerprint, content_hash, snippet, vector, bits, origin) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, r.kind, r.source, r.fingerprint, r.content_hash, r.snippet, v, b, r.origin)
                  for r, v, b in zip(rows, vectors, bits)])
 
     def touch(self, item_id: str, fingerprint: str) -> None:

@@ -103,3 +103,20 @@ def test_a_file_that_cannot_be_read_any_more_leaves_the_index(tmp_path: Path, ti
     assert str(seal) not in found
     Image.new("RGB", (40, 30), (1, 2, 3)).save(seal)  # readable again: back in
     assert "1 added" in run("index", db, collection, "--bundle", tiny_bundle, "--quiet").stderr
+
+
+def test_images_named_by_a_jsonl_file_keep_their_own_path(tmp_path: Path, model: edgeclip.EdgeClip) -> None:
+    photo = tmp_path / "pics" / "seal.png"
+    photo.parent.mkdir()
+    Image.new("RGB", (48, 32), (120, 60, 30)).save(photo)
+    records = tmp_path / "docs.jsonl"
+    records.write_text('{"id": "s1", "image": "pics/seal.png"}\n{"id": "d1", "text": "a seal on a rock"}\n', encoding="utf-8")
+    db = tmp_path / "i.db"
+    with Index(db, model) as index:
+        index.add([records])
+        found = {r.id: r for r in index.search(image=str(photo), k=5)}
+        assert found["s1"].source == str(photo) and index.image_source("s1") == str(photo)  # shown and thumbnailed
+        assert found["d1"].source == str(records)
+        records.write_text('{"id": "d1", "text": "a seal on a rock"}\n', encoding="utf-8")  # the image's record removed
+        assert index.add([records]).removed == 1
+        assert index.image_source("s1") is None
