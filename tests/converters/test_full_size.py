@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from converters.build import build_bundle  # noqa: E402
+from converters.build import BuildOptions, build_bundle  # noqa: E402
 from converters.checkpoint import WEIGHTS_FILE, official_inventory, read_safetensors_header  # noqa: E402
 from converters.config import load_clip_config  # noqa: E402
 from converters.make_checkpoint import make_checkpoint  # noqa: E402
@@ -20,9 +20,16 @@ def test_full_size_checkpoint_builds_a_valid_bundle(tmp_path: Path) -> None:
     header = read_safetensors_header(checkpoint / WEIGHTS_FILE)
     assert len(header) == 999
     assert {k: s for k, (_, s) in header.items()} == official_inventory(load_clip_config(checkpoint / "config.json"))
-    bundle = build_bundle(str(checkpoint), tmp_path / "bundle")
+    bundle = build_bundle(str(checkpoint), tmp_path / "bundle", BuildOptions(variants=("fp32", "int8")))
     text, vision = bundle.variant("text", "fp32"), bundle.variant("vision", "fp32")
     assert [f.path for f in text.files] == ["text.fp32.onnx", "text.fp32.onnx.data"]  # > 2 GB
     for variant in (text, vision):
         for case in variant.validation["reference"].values():
             assert case["max_abs_diff"] <= 1e-4 and case["min_cosine"] >= 0.99999
+    # the documented bound of padding on text rows (docs/serve.md), where it is largest: the full-size int8 graph
+    import edgeclip
+    from padding import PADDED_FP32, PADDED_INT8, PADDED_INT8_COSINE, padded_batch_drift
+
+    for variant, (most, least) in {"int8": (PADDED_INT8, PADDED_INT8_COSINE), "fp32": (PADDED_FP32, 1 - 1e-6)}.items():
+        drift, cosine = padded_batch_drift(edgeclip.load(bundle.directory, variant=variant))
+        assert drift <= most and cosine >= least, (variant, drift, cosine)
