@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     model.add_argument("--dim", type=int, help="Matryoshka dim to truncate to (see `edgeclip info`)")
     model.add_argument("--precision", choices=PRECISIONS, default="float32")
     model.add_argument("--max-length", type=positive, help="tokens per text (default 512, up to 8192); longer texts are truncated and counted")
-    model.add_argument("--batch-size", type=positive, help="inputs per model call (default: 32 texts up to 2,048 padded tokens; images 1 on CPUs, 4 on GPUs)")
+    model.add_argument("--batch-size", type=positive, help="inputs per model call (default: 32 texts of one token length, up to 2,048 tokens; images 1 on CPUs, 4 on GPUs)")
     model.add_argument("--no-exif", action="store_true", help="ignore EXIF orientation (as the upstream reference does)")
     model.add_argument("--max-image-pixels", type=positive, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression-bomb guard)")
     model.add_argument("--variant", help="bundle variant, e.g. fp32 (default: int8 on CPU, fp16 on GPU)")

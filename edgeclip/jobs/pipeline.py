@@ -200,7 +200,7 @@ def run_job(model: EdgeClip, items: Iterable[Item], sink: Sink, options: JobOpti
                             [d.item.fingerprint for d in batch], vectors))
 
     def flush_texts() -> None:
-        """The window's texts in length-sorted batches (less padding), the bar moving per batch;
+        """The window's texts in length-sorted batches (the model splits them by exact length: no padding), the bar moving per batch;
         rows are written in arrival order, and on a stop the batches already done are written."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i].payload.ids))
         rows: dict[int, np.ndarray] = {}

@@ -234,6 +234,7 @@ def test_token_budget_batches_cap_rows_and_padded_tokens() -> None:
         padded = max(lengths[i] for i in batch) * len(batch)
         assert len(batch) <= 32 and (padded <= 2048 or len(batch) == 1)
     assert [5000] in [[lengths[i] for i in b] for b in batches]  # the long row alone
+    assert all(len({lengths[i] for i in b}) == 1 for b in batches)  # one length per batch: nothing is padded
     assert len(token_budget_batches([16] * 100, 32, 2048)) == 4  # short queries: full batches of 32
 
 
