@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.report import save_json_and_markdown
 from bench.run import machine_tag
 from edgeclip.jobs.sinks import read_rows
 
@@ -175,11 +176,8 @@ def main() -> None:
             print(f"{case} ...", file=sys.stderr, flush=True)
             report["cases"].append(run_case(case, args.bundle, source, work, args.rounds, rng))
             print(json.dumps(report["cases"][-1]), file=sys.stderr, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"faults-{time.strftime('%Y-%m-%d-%H%M')}{'-ray' if args.ray and cases == ['ray'] else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(stem.with_suffix(".md").read_text())
+    save_json_and_markdown(stem, report, markdown(report))
 
 
 if __name__ == "__main__":

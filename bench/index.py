@@ -13,7 +13,6 @@ Writes bench/results/index-<date>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import save_json_and_markdown
 from edgeclip.index.search import Searcher
 from edgeclip.index.store import IndexSettings, Row, Store
 
@@ -155,11 +155,7 @@ def main() -> None:
     if args.bundle:
         print("indexing speed ...", file=sys.stderr, flush=True)
         results["indexing"] = indexing_speed(args.bundle, args.images, args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"index-{time.strftime('%Y-%m-%d-%H%M')}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(results))
-    print(stem.with_suffix(".md").read_text())
+    save_json_and_markdown(args.out / f"index-{time.strftime('%Y-%m-%d-%H%M')}", results, markdown(results))
 
 
 if __name__ == "__main__":

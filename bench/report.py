@@ -191,3 +191,11 @@ def write_reports(results: dict[str, Any], out_dir: Path) -> Path:
     plot(table, stem.with_suffix(".png"))
     print(stem.with_suffix(".md").read_text())
     return stem
+
+
+def save_json_and_markdown(stem: Path, results: dict[str, Any], text: str) -> None:
+    """STEM.json (the results) and STEM.md (their report), then the report on stdout."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(text)
+    print(text)

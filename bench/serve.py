@@ -35,6 +35,7 @@ import numpy as np
 import edgeclip
 from bench import serve_edge
 from bench.ceilings import gemm_gflops
+from bench.report import save_json_and_markdown
 from bench.serve_parts import Client, Server, image_host, percentiles, photo
 from bench.run import machine_tag
 
@@ -405,11 +406,9 @@ def main() -> None:
         results["exit_code"] = server.stop()
         results["tracebacks"] = server.log_path.read_text().count("Traceback")
         stem = args.out / f"serve-{stamp}{'-edge' if args.edge else ''}"
-        stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-        stem.with_suffix(".md").write_text(markdown(results, command))
         if "soak" in results:
             plot(results, stem.with_suffix(".png"))
-        print(stem.with_suffix(".md").read_text())
+        save_json_and_markdown(stem, results, markdown(results, command))
 
 
 def edge(server: Server, query: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run(args: argparse.Namespace) -> int:
     from .. import load
-    from ..index.store import damaged
+    from ..index.store import sqlite_error
 
     if bool(args.sources) == bool(args.from_parquet):
         raise InputError("give SOURCE folders/files to embed, or --from-parquet PATH to load embeddings (one of them)")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _index(args, model)
     except sqlite3.DatabaseError as exc:
-        raise damaged(args.db, exc) from exc
+        raise sqlite_error(args.db, exc) from exc
 
 
 def _index(args: argparse.Namespace, model: Any) -> int:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..index.store import damaged
+from ..index.store import sqlite_error
 from .common import check_output_file, positive
 
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             results = index.search(text=args.query, image=str(args.image) if args.image else None, k=args.k,
                                    kind=args.kind, exact=args.exact)
     except sqlite3.DatabaseError as exc:
-        raise damaged(args.db, exc) from exc
+        raise sqlite_error(args.db, exc) from exc
     if args.html:
         from ..index.gallery import write_gallery
 

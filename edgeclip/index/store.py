@@ -83,7 +83,7 @@ def unpack(blobs: Iterable[bytes], precision: str, dim: int) -> np.ndarray:
     return np.frombuffer(data, np.int8).reshape(-1, dim).astype(np.float32) / 127
 
 
-def damaged(path: Path, exc: Exception) -> EdgeClipError:
+def sqlite_error(path: Path, exc: Exception) -> EdgeClipError:
     """One line for a SQLite error: the system refusing a write (StorageError), a file that is no index, or a
     damaged index with the command that rebuilds it."""
     message = str(exc).lower()
@@ -127,7 +127,7 @@ class Store:
                     self.db.execute("ALTER TABLE items ADD COLUMN origin TEXT")
             stored = self.db.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise damaged(self.path, exc) from exc
+            raise sqlite_error(self.path, exc) from exc
         if stored is None or (create is not None and not readonly and self.count() == 0
                               and json.loads(stored[0]) != json.loads(create.to_json())):
             if create is None:

@@ -79,8 +79,8 @@ async def read_body(receive: Receive, max_bytes: int, max_items: int, timeout_s:
     (413), not all there after timeout_s (408), or the client gone (400). `declared`: its Content-Length."""
     too_large = Refusal(413, "body_too_large", f"the request body is over {max_bytes} bytes; send fewer or smaller "
                         "inputs", close=True)
-    too_many = "too_many_items", (f"the request holds more than {max_items} inputs (or more JSON arrays, objects and "
-                                  "commas than they need); split it, or start the server with a larger --max-items")
+    too_many = (f"the request holds more than {max_items} inputs (or more JSON arrays, objects and commas than they "
+                "need); split it, or start the server with a larger --max-items")
     chunks: list[bytes] = []
     counter = JsonValueCounter()
     limit = value_limit(max_items)
@@ -97,7 +97,7 @@ async def read_body(receive: Receive, max_bytes: int, max_items: int, timeout_s:
             if size > max_bytes:
                 return too_large
             if counter.feed(chunk) > limit:
-                return Refusal(413, *too_many, close=message.get("more_body", False) and declared is None)
+                return Refusal(413, "too_many_items", too_many, close=message.get("more_body", False) and declared is None)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return None
