@@ -226,6 +226,8 @@ def _check(args: argparse.Namespace) -> int:
         meta = settings_file(out.resolve())
     else:
         meta = out.with_name(out.name + ".meta.json")
+    if not meta.is_file():
+        raise InputError(f"--out {args.out}: no edgeclip output there (no {meta.name}); --check repairs an existing output")
     try:
         stored = {k: v for k, v in json.loads(meta.read_text(encoding="utf-8")).items() if k != "edgeclip_output"}
         settings = OutputSettings(**stored)
