@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from edgeclip.benchmark.measure import time_calls
 
 HEADS, HEAD_DIM = 16, 64
 WIDTH = HEADS * HEAD_DIM
@@ -88,11 +89,18 @@ def graph_bytes(nodes: list) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]).SerializeToString()
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer: pass 1 or more")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[1297, 512, 64, 16])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=positive_int, nargs="+", default=[1297, 512, 64, 16])
+    parser.add_argument("--rounds", type=positive_int, default=4)
+    parser.add_argument("--threads", type=positive_int, default=2)
     args = parser.parse_args()
     graphs = {"fp32 MultiHeadAttention": graph_bytes([helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["o"],
                                                                         domain="com.microsoft", num_heads=HEADS)]),
@@ -108,10 +116,7 @@ def main() -> None:
         for _ in range(args.rounds):  # engines alternate turn by turn; one untimed call per turn
             for k, s in sessions.items():
                 s.run(None, feeds)
-                for _ in range(3):
-                    start = time.perf_counter()
-                    s.run(None, feeds)
-                    times[k].append(time.perf_counter() - start)
+                times[k] += time_calls(lambda s=s, feeds=feeds: s.run(None, feeds), min_reps=3, budget_s=0.0)
         base = statistics.median(times["fp32 MultiHeadAttention"])
         reference = outputs["fp32 MultiHeadAttention"]
         for k, out in outputs.items():
