@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from edgeclip.bundle import MANIFEST_FILE, Bundle, Manifest, SourceInfo, Variant, VocabInfo
-from edgeclip.machine import FULL_RANGE_INT8, saturates_full_range_int8
+from edgeclip.machine import FULL_RANGE_VARIANTS, saturates_full_range_int8
 from edgeclip.session import TowerSession
 
 from .atomic import staged_directory
@@ -38,7 +38,7 @@ PORTABLE = "fp32-portable"
 # would measure the kernel, not the graph, and the runtime never picks it on such a CPU.
 NOT_VALIDATED_HERE = ("%s: built but not validated on this CPU (x86 without VNNI or AMX: ONNX Runtime's int16 sums "
                       "saturate with its full-range weights; the runtime uses int8 here); gate it on a CPU with int8 "
-                      "dot products: python -m converters validate BUNDLE --variants int8-vnni")
+                      "dot products: python -m converters validate BUNDLE --variants %s")
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class _StagedBundle:
         del model
         gc.collect()
         for name in variants:
-            if name not in files:
+            if name not in files and tower in RECIPES[name].towers:
                 with stage(f"{tower}: building the {name} variant"):
                     files[name] = quantize_graph(fp32_files[0], RECIPES[name], self.stage / f"{tower}.{name}.onnx")
         precision = {name: RECIPES[name].precision if name in RECIPES else "fp32" for name in files}
@@ -113,10 +113,10 @@ class _StagedBundle:
         with stage(f"{tower}: loading the reference, for validation"):
             model = reference_model(self.source, self.source_cfg, self.cfg, tower, options.head_dim)
         for name, variant_files in files.items():
-            if name == FULL_RANGE_INT8 and saturates_full_range_int8():
-                log.warning(NOT_VALIDATED_HERE, f"{tower}/{name}")
+            if name in FULL_RANGE_VARIANTS and saturates_full_range_int8():
+                log.warning(NOT_VALIDATED_HERE, f"{tower}/{name}", name)
                 self.variants[tower][name] = make_variant(self.stage, variant_files, spec, precision[name],
-                                                          {"reference": {}, "deferred": NOT_VALIDATED_HERE % name})
+                                                          {"reference": {}, "deferred": NOT_VALIDATED_HERE % (name, name)})
                 continue
             with stage(f"{tower}/{name}: validating against the reference"):
                 session = TowerSession(Bundle.open(self.stage), tower, name, threads=options.threads)

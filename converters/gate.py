@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 import edgeclip
 from edgeclip.bundle import MANIFEST_FILE, Bundle, Manifest, TextSpec, VisionSpec
-from edgeclip.machine import FULL_RANGE_INT8, saturates_full_range_int8
+from edgeclip.machine import FULL_RANGE_VARIANTS, saturates_full_range_int8
 
 from .atomic import atomic_write_text
 from .errors import ConverterError
@@ -183,14 +183,14 @@ def run_gate(bundle_dir: Path, device: str = "auto", variants: tuple[str, ...] |
     towers = _towers(bundle.manifest)
     every = sorted(set.union(*(set(bundle.tower(t).variants) for t in towers)))  # type: ignore[arg-type]
     available = [v for v in every if v != "fp32" or reference == "torch"]
-    if saturates_full_range_int8() and FULL_RANGE_INT8 in available:
-        if variants and FULL_RANGE_INT8 in variants:
-            raise ConverterError(f"{FULL_RANGE_INT8} cannot be gated on this CPU (x86 without VNNI or AMX: ONNX Runtime's "
+    for name in sorted(FULL_RANGE_VARIANTS & set(available)) if saturates_full_range_int8() else []:
+        if variants and name in variants:
+            raise ConverterError(f"{name} cannot be gated on this CPU (x86 without VNNI or AMX: ONNX Runtime's "
                                  "int16 sums saturate with its full-range weights); run this on a CPU with int8 dot "
                                  "products (VNNI, AMX, ARM dotprod)")
         log.warning("%s is not gated on this CPU (x86 without VNNI or AMX: its int8 kernels saturate full-range "
-                    "weights); gate it on a CPU with int8 dot products", FULL_RANGE_INT8)
-        available.remove(FULL_RANGE_INT8)
+                    "weights); gate it on a CPU with int8 dot products", name)
+        available.remove(name)
     names = list(variants) if variants else available  # with an outside (torch) reference, fp32 is gated too
     missing = [n for n in names if n not in available]
     if missing or not names:

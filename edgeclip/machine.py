@@ -26,6 +26,8 @@ DOT_PRODUCT_CLASSES = frozenset({"amx", "avx512-vnni", "avx-vnni", "arm-dotprod"
 # full-range s8 weights: the int8-vnni variant gives wrong sums there (int8's 7-bit weights stay exact).
 SATURATING_CLASSES = frozenset({"avx512", "avx2", "x86"})
 FULL_RANGE_INT8 = "int8-vnni"  # the variant with full-range s8 weights
+# The variants whose int8 products use full-range s8 operands: exact only where FULL_RANGE_INT8 is.
+FULL_RANGE_VARIANTS = frozenset({FULL_RANGE_INT8, "int8-vnni-attn"})
 # The flags a benchmark records, as Linux names them.
 ARM64_MACHINES = ("arm64", "aarch64", "armv8l", "armv8b")
 # Linux arm64's auxiliary-vector bits (asm/hwcap.h), as (AT_HWCAP=16 | AT_HWCAP2=26, bit). The kernel, or

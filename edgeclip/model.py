@@ -17,7 +17,7 @@ from .errors import BundleError, InputError
 from .fetch import FetchPolicy, image_reference, is_data_uri, is_url
 from .postprocess import check_precision, check_truncate_dim, to_precision, truncate_and_normalize
 from .preprocess import DEFAULT_MAX_PIXELS, check_preprocessing, open_image, preprocess_image
-from .machine import DOT_PRODUCT_CLASSES, FULL_RANGE_INT8, cpu_class, saturates_full_range_int8
+from .machine import DOT_PRODUCT_CLASSES, FULL_RANGE_INT8, FULL_RANGE_VARIANTS, cpu_class, saturates_full_range_int8
 from .openvino_session import OPENVINO, PORTABLE_VARIANT
 from .session import TowerSession, check_providers, check_threads, open_session
 from .tokenizer import TextTokenizer, TokenizedText
@@ -29,8 +29,11 @@ GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider",
                            "CoreMLExecutionProvider", "DmlExecutionProvider"})
 # int8-vnni (full-range s8 weights) is exact only where the CPU has a dot-product instruction; the
 # 7-bit int8 graph is the one that AVX2 without VNNI computes accurately (see machine.py).
-CPU_VARIANT_ORDER: tuple[str, ...] = ("int8", "int8-vnni", "fp32", "int4", "fp16")
-DOT_PRODUCT_CPU_VARIANT_ORDER: tuple[str, ...] = ("int8-vnni", "int8", "fp32", "int4", "fp16")
+# int8-vnni-attn (image tower only: attention's QK^T in int8 too) is int8-vnni plus 1.1x on images, at the
+# same cosine on real weights (bench.real_weights); its full-range products saturate without int8 dot products.
+CPU_VARIANT_ORDER: tuple[str, ...] = ("int8", "int8-vnni", "fp32", "int4", "fp16", "int8-vnni-attn")
+IMAGE_ONLY_VARIANTS = frozenset({"int8-vnni-attn"})
+DOT_PRODUCT_CPU_VARIANT_ORDER: tuple[str, ...] = ("int8-vnni-attn", "int8-vnni", "int8", "fp32", "int4", "fp16")
 GPU_VARIANT_ORDER: tuple[str, ...] = ("fp16", "fp32", "int8", "int4")
 # Padded tokens per text session call. Past a few hundred rows the GEMMs are already efficient, so
 # more rows only add padding and attention work: bench.text_batching measured it (docs/speed.md).
@@ -82,6 +85,8 @@ class EdgeClip:
         on CPUs int8-vnni where the CPU has int8 dot products (VNNI, AMX, ARM dotprod), int8 elsewhere."""
         variants = self.bundle.tower(tower).variants
         if self._variant is not None:
+            if self._variant not in variants and self._variant in IMAGE_ONLY_VARIANTS and FULL_RANGE_INT8 in variants:
+                return FULL_RANGE_INT8  # int8-vnni-attn asked for: texts run its linear layers' graph, int8-vnni
             return self._variant  # Bundle.variant raises, listing the available ones, if it is absent
         # A pulled bundle holds only some variants' files: choose among those present.
         present = [name for name, v in variants.items() if self.bundle.has_files(v)] or list(variants)
@@ -96,8 +101,8 @@ class EdgeClip:
         if gate and not gate.get("passed", True):
             warnings.warn(f"the {variant.graph} variant failed the validation gate against fp32 (see `edgeclip info`); "
                           "its embeddings may differ noticeably", RuntimeWarning, stacklevel=3)
-        if not self.on_gpu and name == FULL_RANGE_INT8 and saturates_full_range_int8():
-            warnings.warn(f"{FULL_RANGE_INT8} graphs need a CPU with int8 dot products (VNNI, AMX, ARM dotprod): on this "
+        if not self.on_gpu and name in FULL_RANGE_VARIANTS and saturates_full_range_int8():
+            warnings.warn(f"{name} graphs need a CPU with int8 dot products (VNNI, AMX, ARM dotprod): on this "
                           "one ONNX Runtime's int16 sums saturate and the embeddings come out wrong; use the int8 "
                           "variant (the default here)", RuntimeWarning, stacklevel=3)
         if self.on_gpu and variant.precision in ("int8", "int4"):
@@ -437,7 +442,8 @@ def _warn_fp32_fallback(bundle: Bundle, tower: Tower) -> None:
 
 def preferred_variant(available: Sequence[str], *, on_gpu: bool = False, openvino: bool = False) -> str:
     """The variant edgeclip runs by default among `available`: fp16 on GPU providers; on CPUs int8-vnni where
-    the CPU has int8 dot products (VNNI, AMX, ARM dotprod), int8 elsewhere; fp32-portable on OpenVINO."""
+    the CPU has int8 dot products (VNNI, AMX, ARM dotprod; int8-vnni-attn first for images), int8 elsewhere;
+    fp32-portable on OpenVINO."""
     if openvino:
         return PORTABLE_VARIANT  # the only graph OpenVINO computes correctly; OpenVinoSession says how to build it
     if on_gpu:

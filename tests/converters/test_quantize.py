@@ -13,7 +13,7 @@ import onnx  # noqa: E402
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 import edgeclip  # noqa: E402
-from edgeclip.machine import saturates_full_range_int8  # noqa: E402
+from edgeclip.machine import FULL_RANGE_VARIANTS, saturates_full_range_int8  # noqa: E402
 from converters import build as build_module  # noqa: E402
 from converters.build import BuildOptions, build_bundle  # noqa: E402
 from converters.errors import ConverterError, ToleranceExceeded  # noqa: E402
@@ -24,12 +24,12 @@ from converters.validate import LOSSY_MIN_COSINE  # noqa: E402
 @pytest.fixture(scope="module")
 def variant_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("variants") / "bundle"
-    build_bundle(str(tiny_checkpoint), out, BuildOptions(variants=("int8", "int8-vnni", "int4", "fp16")))
+    build_bundle(str(tiny_checkpoint), out, BuildOptions(variants=("int8", "int8-vnni", "int4", "fp16", "int8-vnni-attn")))
     return out
 
 
 def test_every_recipe_has_a_rationale() -> None:
-    assert set(RECIPES) == {"fp16", "int8", "int8-vnni", "int4"}
+    assert set(RECIPES) == {"fp16", "int8", "int8-vnni", "int4", "int8-vnni-attn"}
     assert all(len(r.rationale) > 20 and name.startswith(r.precision) for name, r in RECIPES.items())
 
 
@@ -37,11 +37,12 @@ def test_variants_are_built_validated_and_described(variant_bundle: Path) -> Non
     bundle = edgeclip.Bundle.open(variant_bundle)
     for tower in ("text", "vision"):
         variants = bundle.tower(tower).variants
-        assert set(variants) == {"fp32", "int8", "int8-vnni", "int4", "fp16"}
+        attention = {"int8-vnni-attn"} if tower == "vision" else set()  # an image-tower recipe
+        assert set(variants) == {"fp32", "int8", "int8-vnni", "int4", "fp16"} | attention
         for name, variant in variants.items():
             assert variant.precision == name.split("-")[0] and variant.graph == f"{tower}.{name}.onnx"
             figures = variant.validation["reference"]
-            if name == "int8-vnni" and saturates_full_range_int8():  # this CPU cannot run it exactly: not gated here
+            if name in FULL_RANGE_VARIANTS and saturates_full_range_int8():  # this CPU cannot run it exactly: not gated here
                 assert figures == {} and "not validated on this CPU" in variant.validation["deferred"]
                 continue
             floor = 0.99999 if name == "fp32" else LOSSY_MIN_COSINE[variant.precision]
@@ -105,9 +106,13 @@ def test_runtime_picks_the_int8_graph_for_the_cpu_class(variant_bundle: Path, ti
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGECLIP_CPU_CLASS", cpu)
     model = edgeclip.load(variant_bundle)
-    assert model.variant_name("text") == expected and model.variant_name("vision") == expected
+    # images take int8 attention too where the CPU has int8 dot products; texts keep the fp32 attention kernel
+    assert model.variant_name("text") == expected
+    assert model.variant_name("vision") == ("int8-vnni-attn" if expected == "int8-vnni" else expected)
     assert edgeclip.load(tiny_bundle).variant_name("text") == "fp32"  # a bundle with neither int8 graph: fp32
     assert edgeclip.load(variant_bundle, variant="int8").variant_name("text") == "int8"  # asked for: kept
+    attention = edgeclip.load(variant_bundle, variant="int8-vnni-attn")  # an image-only variant: texts run int8-vnni
+    assert (attention.variant_name("text"), attention.variant_name("vision")) == ("int8-vnni", "int8-vnni-attn")
 
 
 def test_an_unknown_cpu_class_override_is_refused(variant_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,7 +135,7 @@ def test_runtime_picks_int8_on_cpu_and_warns_about_fp16(variant_bundle: Path, mo
 
 
 def test_unknown_variant_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConverterError, match="unknown variant.*int3.*choose from fp32, fp32-portable, fp16, int8, int8-vnni, int4"):
+    with pytest.raises(ConverterError, match="unknown variant.*int3.*choose from fp32, fp32-portable, fp16, int8, int8-vnni, int8-vnni-attn, int4"):
         build_bundle(str(tiny_checkpoint), tmp_path / "b", BuildOptions(variants=("int3",)))
 
 
