@@ -1,9 +1,10 @@
-"""Every CPU path for one tower side by side in one process: today's int8, int8-vnni, OpenVINO (bf16 where the CPU has it) and OpenVINO static int8 (NNCF).
+"""Every CPU path for one tower side by side in one process: int8, int8-vnni, int8-vnni-attn (images), OpenVINO (bf16 where the CPU has it) and OpenVINO static int8 (NNCF).
 
     pip install -e ".[openvino]" nncf
     python -m bench.cpu_paths --bundle B --portable P [--towers text,vision] [--rounds 3] [--threads 2] [--work /tmp/edgeclip-paths]
 
-B holds fp32, int8 and int8-vnni; P holds fp32-portable (standard ONNX ops, exported from the
+B holds fp32, int8 and int8-vnni (and int8-vnni-attn: with --int8-pv, also its variant with
+attention's PV product in int8, measured and not shipped); P holds fp32-portable (standard ONNX ops, exported from the
 PyTorch reference: what OpenVINO reads correctly). Engines alternate turn by turn within each
 round (one untimed call first per turn), so the VM's drift hits them alike; the median over all
 timed calls is reported, with cosine to the fp32 ONNX graph on the same inputs. NNCF's static int8
@@ -35,6 +36,27 @@ def ort_runner(bundle: Bundle, tower: str, variant: str, threads: int) -> Runner
     session = TowerSession(bundle, tower, variant, threads=threads)  # type: ignore[arg-type]
     name = session.variant.outputs[0].name
     return lambda feeds: session.run(feeds)[name]
+
+
+def int8_pv_runner(bundle: Bundle, tower: str, threads: int) -> Runner:
+    """int8-vnni-attn's linear layers with both attention products in int8 (converters/attention_int8.py, context="int8")."""
+    import onnx
+    import onnxruntime as ort
+
+    from converters.attention_int8 import quantize_attention
+
+    source = bundle.path(bundle.variant(tower, "int8-vnni").graph)  # type: ignore[arg-type]
+    graph = onnx.load(str(source), load_external_data=False)
+    quantize_attention(graph, context="int8")
+    target = source.parent / f"{tower}.int8-pv.onnx"  # beside the weights it points at; removed after loading
+    onnx.save(graph, str(target))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    try:
+        session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+    finally:
+        target.unlink()
+    return lambda feeds: session.run(None, feeds)[0]
 
 
 def openvino_runner(model: Any, threads: int, precision: str | None = None) -> Runner:
@@ -87,8 +109,11 @@ def measure_tower(args: argparse.Namespace, tower: str) -> dict[str, Any]:
     import openvino as ov
 
     engines: dict[str, Runner] = {"edgeclip int8 (today)": ort_runner(bundle, tower, "int8", args.threads)}
-    if "int8-vnni" in bundle.tower(tower).variants:  # type: ignore[arg-type]
-        engines["edgeclip int8-vnni"] = ort_runner(bundle, tower, "int8-vnni", args.threads)
+    for variant in ("int8-vnni", "int8-vnni-attn"):
+        if variant in bundle.tower(tower).variants:  # type: ignore[arg-type]
+            engines[f"edgeclip {variant}"] = ort_runner(bundle, tower, variant, args.threads)
+    if args.int8_pv and "int8-vnni-attn" in bundle.tower(tower).variants:  # type: ignore[arg-type]
+        engines["edgeclip int8-vnni-attn, PV in int8 too"] = int8_pv_runner(bundle, tower, args.threads)
     ov_default = openvino_runner(ov.Core().read_model(str(graph)), args.threads)
     engines[f"OpenVINO {ov_default.precision} (portable graph)"] = ov_default  # type: ignore[attr-defined]
     if not args.no_nncf:
@@ -125,6 +150,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclip-paths"))
     parser.add_argument("--no-nncf", action="store_true", help="skip the NNCF static int8 engine")
+    parser.add_argument("--int8-pv", action="store_true", help="also time int8-vnni-attn with attention's PV in int8")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": machine_tags(), "command": "python -m bench.cpu_paths " + " ".join(

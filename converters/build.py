@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from edgeclip.bundle import MANIFEST_FILE, Bundle, Manifest, SourceInfo, Variant, VocabInfo
-from edgeclip.machine import FULL_RANGE_VARIANTS, saturates_full_range_int8
+from edgeclip.machine import FULL_RANGE_INT8, FULL_RANGE_VARIANTS, saturates_full_range_int8
 from edgeclip.session import TowerSession
 
 from .atomic import staged_directory
@@ -26,7 +26,7 @@ from .export import export_tower
 from .heads import MatryoshkaHead, check_head_dim
 from .package import TOKENIZER_FILE, assemble_manifest, make_variant, source_info, write_manifest
 from .progress import stage
-from .quantize import RECIPES, quantize_graph
+from .quantize import RECIPES, attention_variant_of, quantize_graph
 from .resolution import at_image_size, resize_vision_tower
 from .specs import export_spec
 from .validate import check_figures, raise_on_failures, tolerance, validate_text, validate_vision
@@ -104,7 +104,11 @@ class _StagedBundle:
         for name in variants:
             if name not in files and tower in RECIPES[name].towers:
                 with stage(f"{tower}: building the {name} variant"):
-                    files[name] = quantize_graph(fp32_files[0], RECIPES[name], self.stage / f"{tower}.{name}.onnx")
+                    out = self.stage / f"{tower}.{name}.onnx"
+                    if RECIPES[name].int8_attention and FULL_RANGE_INT8 in files:  # same weights: shared
+                        files[name] = attention_variant_of(files[FULL_RANGE_INT8][0], out)
+                    else:
+                        files[name] = quantize_graph(fp32_files[0], RECIPES[name], out)
         precision = {name: RECIPES[name].precision if name in RECIPES else "fp32" for name in files}
         self.variants[tower] = {n: make_variant(self.stage, f, spec, precision[n]) for n, f in files.items()}
         # A provisional manifest lets validation open each graph exactly as users will.

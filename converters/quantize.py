@@ -15,6 +15,8 @@ from pathlib import Path
 
 import onnx
 
+from edgeclip.session import external_data_locations
+
 from .attention_int8 import quantize_attention
 from .export import save_graph
 from .quantized_graph import MatMulFormat, write_quantized_graph
@@ -95,6 +97,21 @@ RECIPES: dict[str, QuantRecipe] = {
 }
 
 
+def with_int8_attention(graph_path: Path, out_path: Path) -> None:
+    """Rewrite graph_path's attention (converters/attention_int8.py) into out_path; the weights stay where they are."""
+    graph = onnx.load(str(graph_path), load_external_data=False)
+    log.info("%s: %d attention nodes with QK^T in int8", out_path.name, quantize_attention(graph))
+    onnx.save(graph, str(out_path))
+
+
+def attention_variant_of(int8_graph: Path, out_path: Path) -> list[Path]:
+    """int8-vnni-attn from an int8-vnni graph already written: its own small graph file reading the int8-vnni
+    weights file, which the two variants share (the weights are identical; ~315 MB not written twice)."""
+    with_int8_attention(int8_graph, out_path)
+    data = sorted(int8_graph.parent / name for name in external_data_locations(int8_graph))
+    return [out_path, *data]
+
+
 def quantize_graph(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> list[Path]:
     """Write the recipe's variant of `fp32_path` to `out_path` + `<name>.data`. Returns the files.
 
@@ -106,10 +123,7 @@ def quantize_graph(fp32_path: Path, recipe: QuantRecipe, out_path: Path) -> list
         log.info("%s: %d MatMuls quantized%s", out_path.name, count,
                  ", token table int8 per row" if recipe.int8_embedding_table else "")
         if recipe.int8_attention:
-            graph = onnx.load(str(out_path), load_external_data=False)  # the weights stay where they were written
-            log.info("%s: %d attention nodes with QK^T in int8", out_path.name,
-                     quantize_attention(graph))
-            onnx.save(graph, str(out_path))
+            with_int8_attention(out_path, out_path)
         return files
     if recipe.precision != "fp16":
         raise ValueError(f"unknown precision {recipe.precision!r}")

@@ -92,7 +92,7 @@ def files_for(manifest: Manifest, towers: Sequence[Tower], variants: dict[Tower,
             if name not in spec.variants:
                 raise BundleError(f"the {tower} tower has no variant {name!r}; it has {', '.join(sorted(spec.variants))}")
             entries += spec.variants[name].files
-    return entries
+    return list({entry.path: entry for entry in entries}.values())  # variants can share a weights file
 
 
 def _place(cached: Path, target: Path) -> None:

@@ -3,7 +3,9 @@
 Selected with providers=["OpenVINO"] (`--providers OpenVINO`); needs the `openvino` extra. The fused
 graphs carry com.microsoft ops that OpenVINO translates wrongly (measured: text cosine 0.69-0.72,
 NaN in bf16), so only the portable variant runs here. OpenVINO picks its own inference precision:
-bf16 on AMX CPUs, f32 elsewhere; EDGECLIP_OPENVINO_PRECISION (f32 | bf16 | f16) overrides it.
+bf16 wherever the CPU has bf16 instructions (AMX, and AVX512_BF16 without AMX: measured on an AVX-512 EPYC,
+where bf16 ran 1.1-1.3x slower than edgeclip's int8), f32 elsewhere; EDGECLIP_OPENVINO_PRECISION (f32 | bf16 | f16)
+overrides it.
 """
 
 from __future__ import annotations

@@ -47,6 +47,9 @@ def test_variants_are_built_validated_and_described(variant_bundle: Path) -> Non
                 continue
             floor = 0.99999 if name == "fp32" else LOSSY_MIN_COSINE[variant.precision]
             assert figures and all(case["min_cosine"] >= floor for case in figures.values())
+    attention = bundle.tower("vision").variants["int8-vnni-attn"]  # its own graph file, int8-vnni's weights file
+    assert [f.path for f in attention.files] == ["vision.int8-vnni-attn.onnx", "vision.int8-vnni.onnx.data"]
+    assert not (variant_bundle / "vision.int8-vnni-attn.onnx.data").exists()
     sizes = {n: sum(f.size for f in v.files) for n, v in bundle.tower("text").variants.items()}
     assert sizes["int4"] < sizes["int8"] < sizes["fp16"] < sizes["fp32"]
     # The int8 text graph stores the token table as int8 (plus one fp32 scale per row).

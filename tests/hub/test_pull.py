@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +106,25 @@ def test_load_hf_reference_downloads_into_the_cache(hub: FakeHub, tiny_bundle: P
     row, directory = done.stdout.strip().splitlines()
     np.testing.assert_array_equal(np.array(json.loads(row)), edgeclip.load(tiny_bundle).encode_text(["a seal"]))
     assert directory.startswith(str(tmp_path / "edgeclip")) and COMMIT in directory
+
+
+def test_a_pulled_variant_brings_the_weights_file_it_shares(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """int8-vnni-attn reads int8-vnni's weights file: pulling it alone fetches that file once, and it runs."""
+    from converters.build import BuildOptions, build_bundle
+
+    source = build_bundle(str(tiny_checkpoint), tmp_path / "src", BuildOptions(towers=("vision",), variants=("int8-vnni", "int8-vnni-attn")))
+    files = {str(p.relative_to(source.directory)): p.read_bytes() for p in source.directory.rglob("*") if p.is_file()}
+    server = FakeHub(files, REPO)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = _pull(server, tmp_path, REPO, "--out", str(tmp_path / "b"), "--towers", "vision", "--variant", "int8-vnni-attn")
+        assert done.returncode == 0, done.stderr
+        gets = [path.split("/resolve/")[1].split("/", 1)[1] for method, path in server.requests if method == "GET"]
+    finally:
+        server.shutdown()
+    assert sorted(gets) == ["manifest.json", "vision.int8-vnni-attn.onnx", "vision.int8-vnni.onnx.data"], gets
+    image = np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a CPU without int8 dot products warns about the variant
+        pulled = edgeclip.load(tmp_path / "b", variant="int8-vnni-attn").encode_image([image])
+        np.testing.assert_array_equal(pulled, edgeclip.load(source.directory, variant="int8-vnni-attn").encode_image([image]))
