@@ -435,7 +435,7 @@ def _warn_fp32_fallback(bundle: Bundle, tower: Tower) -> None:
         return
     _FP32_WARNED.add(key)
     warnings.warn(f"{bundle.directory} has no int8 {tower} graph, so this CPU runs fp32 (several times slower, ~4x the "
-                  "memory); rebuild it with `python -m converters build SOURCE --out DIR` (fp32,int8,int8-vnni by "
+                  "memory); rebuild it with `python -m converters build SOURCE --out DIR` (fp32,int8,int8-vnni,int8-vnni-attn by "
                   "default), or pass variant='fp32' (--variant fp32) to choose fp32 and silence this",
                   RuntimeWarning, stacklevel=4)
 
