@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from .. import __version__
 from .api_docs import add_docs_routes
+from .compat import add_compat_routes
 from .config import ServerConfig
 from .engine import Engine
 from .errors import ApiError, install_handlers
@@ -118,6 +119,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
                 metrics.queue_depth.labels(tower).set(engine.batcher.depth(tower))
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    add_compat_routes(app, engine, config)  # Ollama's /api/embed, Weaviate's multi2vec-clip API
     if index is not None:
         from .search import add_search_routes
 

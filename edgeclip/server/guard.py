@@ -16,15 +16,16 @@ import orjson
 
 from .api_docs import ASSET_PATHS, DOCS_PATH
 from .body import Receive, Refusal, read_body
+from .compat import OLLAMA_PATHS, PROBE_PATHS, WEAVIATE_PATHS
 from .config import ServerConfig
 from .errors import error_payload
 from .metrics import Metrics
 
 log = logging.getLogger("edgeclip.server")
-OPEN_PATHS = frozenset({"/health", "/live"})  # answered without the API key
+OPEN_PATHS = frozenset({"/health", "/live"}) | PROBE_PATHS  # answered without the API key
 PAGE_PATHS = frozenset({"/", "/v1/search", "/v1/thumbnail"})  # a browser's: the key also as Basic auth's password
 KNOWN_PATHS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/live", "/ready", "/metrics", "/openapi.json",
-                         DOCS_PATH}) | PAGE_PATHS | ASSET_PATHS
+                         DOCS_PATH}) | PAGE_PATHS | ASSET_PATHS | OLLAMA_PATHS | WEAVIATE_PATHS
 
 Scope = dict[str, Any]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

@@ -130,10 +130,10 @@ def parse_options(request: EmbeddingsRequest, output_dim: int) -> Options:
     if task is not None and task not in KNOWN_TASKS:
         raise ApiError(422, "invalid_request", f"task: unknown task {task!r}; use one of {', '.join(KNOWN_TASKS)} or null",
                        errors=[{"field": "task", "input": task, "message": "unknown task", "type": "enum"}])
-    return Options(types, as_dict, _dimensions(request.dimensions, output_dim), request.normalized, task, request.truncate)
+    return Options(types, as_dict, dimensions_option(request.dimensions, output_dim), request.normalized, task, request.truncate)
 
 
-def _dimensions(value: int | str | None, output_dim: int) -> int | None:
+def dimensions_option(value: int | str | None, output_dim: int) -> int | None:
     if value is None:
         return None
     number: Any = value
