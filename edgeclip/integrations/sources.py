@@ -54,9 +54,10 @@ def embed_mixed(model: EdgeClip, values: Sequence[Any], dim: int | None, fetch_u
     return np.stack(rows) if rows else np.zeros((0, dim or model.manifest.embed_dim), np.float32)  # type: ignore[arg-type]
 
 
-def embed_query(model: EdgeClip, query: Any, dim: int | None, fetch_urls: bool) -> np.ndarray:
+def embed_query(model: EdgeClip, query: Any, dim: int | None, fetch_urls: bool,
+                kind: Callable[[Any], bool] = is_image) -> np.ndarray:
     """A text query gets the model's query instruction (as `edgeclip search` does); an image is embedded as is."""
-    if is_image(query):
+    if kind(query):
         return model.encode_image([image_input(query)], truncate_dim=dim, fetch_urls=fetch_urls)[0]
     spec = model.manifest.text
     task = QUERY_TASK if spec is not None and QUERY_TASK in spec.task_prefixes else None
