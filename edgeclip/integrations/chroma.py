@@ -18,7 +18,12 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from chromadb.api.types import Embeddable, EmbeddingFunction, Embeddings, Space  # the chromadb package
+from chromadb.api.types import (  # the chromadb package
+    Embeddable,
+    EmbeddingFunction,
+    Embeddings,
+    Space,
+)
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from ..model import EdgeClip, load
@@ -43,10 +48,10 @@ class EdgeClipEmbeddingFunction(EmbeddingFunction[Embeddable]):
     def model(self) -> EdgeClip:
         return _model(self.bundle, self.variant, self.threads)
 
-    def __call__(self, input: Embeddable) -> Embeddings:  # noqa: A002 - Chroma's parameter name
+    def __call__(self, input: Embeddable) -> Embeddings:
         return list(embed_mixed(self.model(), list(input), self.dim, False, _is_image))
 
-    def embed_query(self, input: Embeddable) -> Embeddings:  # noqa: A002
+    def embed_query(self, input: Embeddable) -> Embeddings:
         return [embed_query(self.model(), item, self.dim, False, _is_image) for item in input]
 
     @staticmethod
