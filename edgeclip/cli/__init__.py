@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import bench, embed, index, info, pull, search, serve  # numpy, onnxruntime: inside main's Ctrl-C guard
+    from . import bench, embed, export, index, info, pull, search, serve  # numpy, onnxruntime: inside main's Ctrl-C guard
 
     root = argparse.ArgumentParser(prog="edgeclip", description="jina-clip-v2 embeddings on CPUs (ONNX Runtime)")
     root.add_argument("--version", action="version", version=f"edgeclip {__version__}")
@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     embed.add_parser(sub)
     index.add_parser(sub)
     search.add_parser(sub)
+    export.add_parser(sub)
     serve.add_parser(sub)
     bench.add_parser(sub)
     pull.add_parser(sub)
