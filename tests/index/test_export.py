@@ -14,7 +14,7 @@ from edgeclip.index import export as export_module
 from edgeclip.index import open_index
 
 pa = pytest.importorskip("pyarrow")
-import pyarrow.parquet  # noqa: E402,F401
+import pyarrow.parquet  # noqa: F401
 
 
 @pytest.fixture()
@@ -63,7 +63,7 @@ def test_lancedb_table_holds_the_index_and_ranks_like_it(index_db: Path, tmp_pat
 
 
 def test_an_export_that_fails_leaves_nothing(index_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing(store: object):  # noqa: ANN202
+    def failing(store: object):
         yield from []
         raise OSError(28, "No space left on device")
 
