@@ -78,3 +78,19 @@ def test_the_api_key_and_metrics_cover_the_new_routes(tiny_bundle: Path, serve: 
         assert len(keyed.embed(model="jina-clip-v2", input=["x", "y"]).embeddings) == 2
         metrics = requests.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10).text
     assert 'path="/api/embed",status="200"' in metrics and 'path="/vectorize",status="401"' in metrics
+
+
+def test_weaviate_multi2vec_jinaai_request_shape(server: str, model: edgeclip.EdgeClip, make_png: Any, tmp_path: Path) -> None:
+    """Weaviate's other route: multi2vec-jinaai with baseURL pointed here posts texts first, then images as
+    {"image": raw base64}, embedding_type float and dimensions, and reads data[].embedding by position."""
+    photo = make_png(50, 40, 3)
+    (tmp_path / "photo.png").write_bytes(photo)
+    body = {"model": "jina-clip-v2", "input": [{"text": TEXTS[0]}, {"image": base64.b64encode(photo).decode()}],
+            "embedding_type": "float", "dimensions": 32, "normalized": True}
+    answer = requests.post(f"{server}/v1/embeddings", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()["data"]
+    np.testing.assert_allclose(data[0]["embedding"], model.encode_text([TEXTS[0]], truncate_dim=32)[0], atol=TOL)
+    np.testing.assert_allclose(data[1]["embedding"], model.encode_image([tmp_path / "photo.png"], truncate_dim=32)[0], atol=TOL)
+    broken = requests.post(f"{server}/v1/embeddings", json={**body, "input": [{"image": "not base64!"}]}, timeout=60)
+    assert broken.status_code == 422 and "base64" in broken.json()["detail"]  # Weaviate shows `detail`
