@@ -95,7 +95,7 @@ def add_compat_routes(app: FastAPI, engine: Engine, config: ServerConfig) -> Non
     async def ollama_tags() -> dict[str, Any]:
         manifest = config.bundle / "manifest.json"
         modified = datetime.fromtimestamp(manifest.stat().st_mtime, timezone.utc).isoformat()
-        details = {"format": "onnx", "family": "jina-clip-v2", "families": ["jina-clip-v2"], "parameter_size": "865M",
+        details = {"format": "onnx", "family": "jina-clip-v2", "families": ["jina-clip-v2"],
                    "quantization_level": engine.model.variant_name("text") if "text" in engine.towers else ""}
         return {"models": [{"name": name, "model": name, "modified_at": modified, "size": 0, "digest": "",
                             "details": details} for name in engine.model_names]}
