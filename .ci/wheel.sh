@@ -67,6 +67,7 @@ run edgeclip bench "$B" --seconds 0.05 --min-reps 1 --tokens 8 --batch 1 --json 
 run edgeclip pull --help
 run edgeclip index "$O/photos.db" "$D/photos" --bundle "$B"
 run edgeclip search "$O/photos.db" "a seal on a rock" -k 2 --json
+expect 2 edgeclip export "$O/photos.db" --to lancedb --out "$O/photos.lance"  # without lancedb: one line naming it
 expect 2 edgeclip serve "$B"  # without the server extra: one line naming it
 expect 2 edgeclip embed "$B" --text x --out "$O/ray/" --engine ray
 
@@ -74,6 +75,7 @@ step "extra: parquet"
 venv parquet parquet
 run edgeclip embed "$B" --text-file "$D/texts.txt" --out "$O/emb.parquet"
 run python -c "import pyarrow.parquet as pq; assert pq.read_table('$O/emb.parquet').num_rows == 2"
+run edgeclip export "$O/photos.db" --to parquet --out "$O/photos.parquet"
 
 step "extra: server (one request, and /docs without the internet)"
 venv server server

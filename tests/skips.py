@@ -12,3 +12,13 @@ def need(variable: str, reason: str) -> None:
     if os.environ.get(variable) == "1":
         pytest.fail(f"{reason} ({variable}=1)")
     pytest.skip(reason)
+
+
+def clients_python() -> str:
+    """The clients' virtualenv's python (EDGECLIP_CLIENTS_PYTHON, else .venv-clients, which .ci/run makes), or skip."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    python = os.environ.get("EDGECLIP_CLIENTS_PYTHON") or os.path.join(root, ".venv-clients", "bin", "python")
+    if not os.path.exists(python):
+        need("EDGECLIP_REQUIRE_CLIENTS", f"no clients virtualenv at {python} (python -m venv .venv-clients && "
+             ".venv-clients/bin/pip install -r tests/clients/requirements.txt)")
+    return python

@@ -119,7 +119,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
                 metrics.queue_depth.labels(tower).set(engine.batcher.depth(tower))
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    add_compat_routes(app, engine, config)  # Ollama's /api/embed, Weaviate's multi2vec-clip API
+    add_compat_routes(app, engine, config, _unless_disconnected)  # Ollama's /api/embed, Weaviate's multi2vec-clip API
     if index is not None:
         from .search import add_search_routes
 

@@ -13,6 +13,7 @@ the batcher and the metrics are those of /v1/embeddings, and the vectors are the
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
 from typing import Any, Union
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from .. import __version__
 from .config import ServerConfig
-from .engine import Engine
+from .engine import Embedded, Engine
 from .errors import ApiError
 from .items import IMAGE_DATA_URI, Options, dimensions_option, finish, parse_items
 from .schema import EmbeddingsRequest, ImageInput, TextInput
@@ -65,7 +66,10 @@ def _json(payload: dict[str, Any]) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
-def add_compat_routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
+def add_compat_routes(app: FastAPI, engine: Engine, config: ServerConfig,
+                      unless_disconnected: Callable[[Coroutine[Any, Any, Embedded], Request], Awaitable[Embedded]]) -> None:
+    """unless_disconnected(work, request): the app's wrapper that drops a request's queued items when its client
+    hangs up, as /v1/embeddings does."""
     def served_name(name: str) -> str:
         untagged = name.strip().removesuffix(":latest")
         if untagged not in engine.model_names:
@@ -86,7 +90,7 @@ def add_compat_routes(app: FastAPI, engine: Engine, config: ServerConfig) -> Non
         items = parse_items(EmbeddingsRequest(model=name, input=[TextInput(text=t) for t in texts]), config.limits)
         request.state.items = len(items)
         options = _options(body.truncate, dimensions_option(body.dimensions, engine.output_dim))
-        done = await engine.embed(items, options)
+        done = await unless_disconnected(engine.embed(items, options), request)
         rows = finish(done.rows, options)
         return _json({"model": body.model, "embeddings": rows, "total_duration": time.perf_counter_ns() - started,
                       "load_duration": 0, "prompt_eval_count": done.text_tokens})
@@ -114,7 +118,7 @@ def add_compat_routes(app: FastAPI, engine: Engine, config: ServerConfig) -> Non
         request.state.items = len(items)
         # a vectorizer is not where a long text should fail an import: cut it to the limit, as Weaviate's own does
         options = _options(truncate=True)
-        rows = finish((await engine.embed(items, options)).rows, options)
+        rows = finish((await unless_disconnected(engine.embed(items, options), request)).rows, options)
         return _json({"textVectors": rows[: len(body.texts)], "imageVectors": rows[len(body.texts):]})
 
     @app.get("/meta", tags=["weaviate"])

@@ -11,19 +11,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from skips import need
+from skips import clients_python
 
 import edgeclip
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def clients_python() -> str:
-    python = os.environ.get("EDGECLIP_CLIENTS_PYTHON") or str(ROOT / ".venv-clients" / "bin" / "python")
-    if not os.path.exists(python):
-        need("EDGECLIP_REQUIRE_CLIENTS", f"no clients virtualenv at {python} (python -m venv .venv-clients && "
-             ".venv-clients/bin/pip install -r tests/clients/requirements.txt)")
-    return python
 
 
 def cosine_distances(rows: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import edgeclip
-from skips import need
+from skips import clients_python
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "clients.md"
@@ -32,13 +32,9 @@ QUIET = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "ANONYMIZED_TELEMETRY": "False"
          "LITELLM_TELEMETRY": "False", "DO_NOT_TRACK": "1"}
 
 
-@pytest.fixture(scope="module")
-def clients_python() -> str:
-    python = os.environ.get("EDGECLIP_CLIENTS_PYTHON") or str(ROOT / ".venv-clients" / "bin" / "python")
-    if not os.path.exists(python):
-        need("EDGECLIP_REQUIRE_CLIENTS", f"no clients virtualenv at {python} (python -m venv .venv-clients && "
-             ".venv-clients/bin/pip install -r tests/clients/requirements.txt)")
-    return python
+@pytest.fixture(scope="module", name="clients_python")
+def clients_python_fixture() -> str:
+    return clients_python()
 
 
 @pytest.fixture(scope="module")
