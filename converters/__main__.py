@@ -22,8 +22,8 @@ def _make_checkpoint(args: argparse.Namespace) -> int:
 
 
 # What `build` makes unless told otherwise: the fp32 reference and the int8 graphs, so the bundle runs its
-# fastest on any CPU it is copied to (the runtime picks int8-vnni, and int8-vnni-attn for images, where the CPU
-# has int8 dot products, and int8 on AVX2 without them; fp32 is ~4x the RSS and several times slower there).
+# fastest on any CPU it is copied to (the runtime picks int8-vnni where the CPU has int8 dot products, int8-vnni-attn
+# for images on AVX-512 VNNI, and int8 on AVX2 without them; fp32 is ~4x the RSS and several times slower there).
 DEFAULT_VARIANTS = ("fp32", "int8", "int8-vnni", "int8-vnni-attn")
 
 

@@ -29,11 +29,13 @@ GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider",
                            "CoreMLExecutionProvider", "DmlExecutionProvider"})
 # int8-vnni (full-range s8 weights) is exact only where the CPU has a dot-product instruction; the
 # 7-bit int8 graph is the one that AVX2 without VNNI computes accurately (see machine.py).
-# int8-vnni-attn (image tower only: attention's QK^T in int8 too) is int8-vnni plus 1.1x on images, at the
-# same cosine on real weights (bench.real_weights); its full-range products saturate without int8 dot products.
 CPU_VARIANT_ORDER: tuple[str, ...] = ("int8", "int8-vnni", "fp32", "int4", "fp16", "int8-vnni-attn")
+DOT_PRODUCT_CPU_VARIANT_ORDER: tuple[str, ...] = ("int8-vnni", "int8", "fp32", "int4", "fp16", "int8-vnni-attn")
 IMAGE_ONLY_VARIANTS = frozenset({"int8-vnni-attn"})
-DOT_PRODUCT_CPU_VARIANT_ORDER: tuple[str, ...] = ("int8-vnni-attn", "int8-vnni", "int8", "fp32", "int4", "fp16")
+# int8-vnni-attn (image tower only: attention's QK^T in int8 too) ran 1.00-1.12x int8-vnni's speed on images at the
+# same cosine on real weights (bench.real_weights), measured on AVX-512 VNNI only: it is the default where it was
+# measured; other dot-product classes (AMX, AVX-VNNI, ARM dotprod) keep int8-vnni until a measurement there says so.
+INT8_ATTENTION_CLASSES = frozenset({"avx512-vnni"})
 GPU_VARIANT_ORDER: tuple[str, ...] = ("fp16", "fp32", "int8", "int4")
 # Padded tokens per text session call. Past a few hundred rows the GEMMs are already efficient, so
 # more rows only add padding and attention work: bench.text_batching measured it (docs/speed.md).
@@ -442,14 +444,18 @@ def _warn_fp32_fallback(bundle: Bundle, tower: Tower) -> None:
 
 def preferred_variant(available: Sequence[str], *, on_gpu: bool = False, openvino: bool = False) -> str:
     """The variant edgeclip runs by default among `available`: fp16 on GPU providers; on CPUs int8-vnni where
-    the CPU has int8 dot products (VNNI, AMX, ARM dotprod; int8-vnni-attn first for images), int8 elsewhere;
+    the CPU has int8 dot products (VNNI, AMX, ARM dotprod; int8-vnni-attn first for images on AVX-512 VNNI, where it
+    was measured), int8 elsewhere;
     fp32-portable on OpenVINO."""
     if openvino:
         return PORTABLE_VARIANT  # the only graph OpenVINO computes correctly; OpenVinoSession says how to build it
     if on_gpu:
         order = GPU_VARIANT_ORDER
     else:
-        order = DOT_PRODUCT_CPU_VARIANT_ORDER if cpu_class() in DOT_PRODUCT_CLASSES else CPU_VARIANT_ORDER
+        cpu = cpu_class()
+        order = DOT_PRODUCT_CPU_VARIANT_ORDER if cpu in DOT_PRODUCT_CLASSES else CPU_VARIANT_ORDER
+        if cpu in INT8_ATTENTION_CLASSES:
+            order = ("int8-vnni-attn", *order)
     for name in order:
         if name in available:
             return name
