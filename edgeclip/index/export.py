@@ -6,7 +6,6 @@ an interrupted export leaves nothing half-written."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -79,24 +78,22 @@ def _arrow_table(pa: Any, chunk: Chunk, vector_type: Any, dim: int) -> dict[str,
 
 
 def _to_parquet(store: Store, out: Path) -> int:
-    from ..jobs.parquet_sink import METADATA_KEY
+    from ..jobs.parquet_sink import parquet_schema
+    from ..jobs.sinks import OutputSettings
 
     pa = _pyarrow()
-    settings = store.settings
-    # float16 rows are exact copies of what the index holds; int8 rows come back as float32
-    precision = "float16" if settings.precision == "float16" else "float32"
-    value = pa.float16() if precision == "float16" else pa.float32()
-    meta = {"edgeclip_output": 1, "bundle_sha256": settings.bundle_sha256, "model": settings.model,
-            "variants": settings.variants, "dim": settings.dim, "precision": precision, "task": None,
-            "max_length": 0, "exif_transpose": True, "exported_from": str(store.path)}
-    schema = pa.schema([("id", pa.string()), ("kind", pa.string()), ("dim", pa.int32()), ("fingerprint", pa.string()),
-                        ("embedding", pa.list_(value, settings.dim)), ("source", pa.string()), ("snippet", pa.string())],
-                       metadata={METADATA_KEY: json.dumps(meta).encode()})
+    index = store.settings
+    # float16 rows are exact copies of what the index holds; int8 rows come back as float32. The settings are
+    # those `edgeclip embed` writes, so `index --from-parquet` checks them as it checks any .parquet.
+    settings = OutputSettings(index.bundle_sha256, index.model, index.variants, index.dim,
+                              "float16" if index.precision == "float16" else "float32", None, 0, True)
+    schema = parquet_schema(pa, settings).append(pa.field("source", pa.string())).append(pa.field("snippet", pa.string()))
+    value = schema.field("embedding").type.value_type
     written = 0
     with _staged(out) as staging, pa.parquet.ParquetWriter(staging, schema) as writer:
         for chunk in chunks(store):
-            columns = _arrow_table(pa, chunk, value, settings.dim)
-            dims = pa.array(np.full(len(chunk.ids), settings.dim, np.int32))
+            columns = _arrow_table(pa, chunk, value, index.dim)
+            dims = pa.array(np.full(len(chunk.ids), index.dim, np.int32))
             writer.write_table(pa.Table.from_arrays([columns["id"], columns["kind"], dims, columns["fingerprint"],
                                                      columns["vector"], columns["source"], columns["snippet"]],
                                                     schema=schema))

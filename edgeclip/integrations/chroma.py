@@ -14,7 +14,6 @@ collection reopened without it rebuilds it from its saved config.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -26,13 +25,8 @@ from chromadb.api.types import (  # the chromadb package
 )
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from ..model import EdgeClip, load
-from .sources import embed_mixed, embed_query
-
-
-@lru_cache(maxsize=4)
-def _model(bundle: str, variant: str | None, threads: int | None) -> EdgeClip:
-    return load(bundle, variant=variant, threads=threads)
+from ..model import EdgeClip
+from .sources import cached_model, embed_mixed, embed_query
 
 
 def _is_image(value: Any) -> bool:
@@ -46,7 +40,7 @@ class EdgeClipEmbeddingFunction(EmbeddingFunction[Embeddable]):
         self.bundle, self.variant, self.dim, self.threads = str(bundle), variant, dim, threads
 
     def model(self) -> EdgeClip:
-        return _model(self.bundle, self.variant, self.threads)
+        return cached_model(self.bundle, self.variant, self.threads)
 
     def __call__(self, input: Embeddable) -> Embeddings:
         return list(embed_mixed(self.model(), list(input), self.dim, False, _is_image))

@@ -15,7 +15,6 @@ LanceDB stores the function's settings with the table, so reopening it loads the
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -26,13 +25,8 @@ from lancedb.embeddings import (  # the lancedb package: not an edgeclip depende
 )
 from pydantic import PrivateAttr
 
-from ..model import EdgeClip, load
-from .sources import embed_mixed, embed_query
-
-
-@lru_cache(maxsize=4)
-def _model(bundle: str, variant: str | None, threads: int | None) -> EdgeClip:
-    return load(bundle, variant=variant, threads=threads)  # a bundle folder or "hf:owner/name"; one per process
+from ..model import EdgeClip
+from .sources import cached_model, embed_mixed, embed_query
 
 
 @register("edgeclip")
@@ -45,7 +39,7 @@ class EdgeClipEmbeddings(EmbeddingFunction):
     _ndims: int | None = PrivateAttr(None)
 
     def model(self) -> EdgeClip:
-        return _model(self.bundle, self.variant, self.threads)
+        return cached_model(self.bundle, self.variant, self.threads)
 
     def ndims(self) -> int:
         if self._ndims is None:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..model import EdgeClip
+from ..model import EdgeClip, load
+
+
+@lru_cache(maxsize=4)
+def cached_model(bundle: str, variant: str | None, threads: int | None) -> EdgeClip:
+    """One model per bundle/variant/threads in a process: stores re-create their function objects freely."""
+    return load(bundle, variant=variant, threads=threads)  # a bundle folder or "hf:owner/name"
+
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"})
 QUERY_TASK = "retrieval.query"
