@@ -7,8 +7,10 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from ..errors import InputError, storage_error
 from ..index.export import FORMATS
 from ..index.store import sqlite_error
+from .common import check_output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,10 +30,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from ..index.export import export_index
 
+    if args.to == "parquet":
+        check_output_file(args.out, "--out")  # before any work: a folder, a missing folder, no permission
+    elif args.out.is_file():
+        raise InputError(f"--out {args.out} is a file; LanceDB writes a folder: give a folder path")
     try:
         rows = export_index(args.db, args.to, args.out, bundle=args.bundle, overwrite=args.overwrite)
     except sqlite3.DatabaseError as exc:
         raise sqlite_error(args.db, exc) from exc
+    except OSError as exc:  # a full disk, a file system that refuses the file: nothing is left half-written
+        raise storage_error(args.out, exc, "nothing was written") from exc
     where = f"{args.out} (table items)" if args.to == "lancedb" else str(args.out)
     print(f"{args.db}: {rows} items exported to {where}", file=sys.stderr)
     return 0

@@ -40,6 +40,8 @@ def test_parquet_round_trips_through_index_from_parquet(index_db: Path, tiny_bun
     assert main(["index", str(again), "--from-parquet", str(out), "--bundle", str(tiny_bundle)]) == 0
     for query in ("a seal on a rock", "una foca"):
         assert ranked(again, query) == ranked(index_db, query)  # the same float16 rows: the same scores, bit for bit
+    assert main(["export", str(index_db), "--to", "parquet", "--out", str(tmp_path / "no" / "x.parquet")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     assert main(["export", str(index_db), "--to", "parquet", "--out", str(out)]) == 2  # exists: refused, kept
     assert "--overwrite" in capsys.readouterr().err and pa.parquet.read_table(out).num_rows == table.num_rows
 
