@@ -21,6 +21,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeclip.benchmark.measure import time_calls
+from edgeclip.cli.common import positive
 
 HEADS, HEAD_DIM = 16, 64
 WIDTH = HEADS * HEAD_DIM
@@ -89,18 +90,11 @@ def graph_bytes(nodes: list) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]).SerializeToString()
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer: pass 1 or more")
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=positive_int, nargs="+", default=[1297, 512, 64, 16])
-    parser.add_argument("--rounds", type=positive_int, default=4)
-    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--tokens", type=positive, nargs="+", default=[1297, 512, 64, 16])
+    parser.add_argument("--rounds", type=positive, default=4)
+    parser.add_argument("--threads", type=positive, default=2)
     args = parser.parse_args()
     graphs = {"fp32 MultiHeadAttention": graph_bytes([helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["o"],
                                                                         domain="com.microsoft", num_heads=HEADS)]),

